@@ -1,0 +1,118 @@
+"""Checkpoints that load safely under torch >= 2.6 (`weights_only=True`) and are written atomically.
+
+Two kinds of file exist:
+
+* **model checkpoints** (every file target of the DAG): `{"state_dict": ..., "meta": ...}` with
+  only tensors and plain Python values, loadable by plain MMDetection (`init_detector`) and by
+  `torch.load(..., weights_only=True)` without any allow-list;
+* **MMEngine resume checkpoints** in a job's work directory: they also hold MMEngine's
+  `HistoryBuffer` and numpy arrays. `allow_mmengine_checkpoints()` adds exactly those classes to
+  torch's weights-only allow-list; nothing turns `weights_only` off.
+"""
+from __future__ import annotations
+
+import shutil
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtpd.io import atomic_path, sha256sum
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, unsafe or of the wrong kind; the message names it."""
+
+
+def mmengine_safe_globals() -> list[Any]:
+    """What MMEngine 0.10 puts in its checkpoints beyond tensors and builtins."""
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32,
+                                                 np.bool_, np.uint8)]
+    return [HistoryBuffer, np.core.multiarray._reconstruct, np.core.multiarray.scalar,
+            np.ndarray, np.dtype, *dtype_classes]
+
+
+_ALLOWED = False
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Lets MMEngine resume from its own checkpoints with torch's weights-only unpickler.
+
+    Idempotent. MMEngine calls `torch.load(path)` without `weights_only`, which defaults to True
+    since torch 2.6; resuming then fails on `HistoryBuffer` and numpy. We extend the allow-list
+    with those classes only.
+    """
+    global _ALLOWED
+    if not _ALLOWED:
+        torch.serialization.add_safe_globals(mmengine_safe_globals())
+        _ALLOWED = True
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """`torch.load` on CPU, weights only, with errors that name the file and say what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    allow_mmengine_checkpoints()
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"checkpoint {path} could not be loaded safely ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:300]}). If it is truncated, delete it and re-run its rule; "
+            "if it holds arbitrary Python objects, re-save its state_dict with trusted code") from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict")
+    return ckpt
+
+
+def state_dict_of(ckpt: dict, path: str | Path) -> dict[str, torch.Tensor]:
+    sd = ckpt.get("state_dict", ckpt)
+    if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"checkpoint {path} has no state_dict of tensors")
+    return sd
+
+
+def save_model_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor],
+                          meta: dict[str, Any]) -> None:
+    """Writes `{"state_dict", "meta"}` atomically; tensors are detached copies on CPU."""
+    sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": sd, "meta": meta}, tmp)
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    return load_checkpoint_file(path).get("meta", {}) or {}
+
+
+def fetch_checkpoint(source: str, out: str | Path, sha256: str | None) -> Path:
+    """Obtains a teacher checkpoint from a URL or local path, checks its sha256, and stores it.
+
+    The download goes to a temporary file beside `out` and is only renamed into place after the
+    hash matched and the file loaded safely, so a bad download never becomes a DAG target.
+    """
+    out = Path(out)
+    parsed = urllib.parse.urlparse(source)
+    with atomic_path(out) as tmp:
+        if parsed.scheme in ("http", "https", "ftp"):
+            try:
+                urllib.request.urlretrieve(source, tmp)  # noqa: S310 (user-given URL)
+            except OSError as e:
+                raise CheckpointError(f"could not download {source}: {e}") from e
+        else:
+            src = Path(parsed.path if parsed.scheme == "file" else source)
+            if not src.is_file():
+                raise CheckpointError(f"teacher checkpoint {src} does not exist")
+            shutil.copyfile(src, tmp)
+        if sha256:
+            got = sha256sum(tmp)
+            if got.lower() != sha256.lower():
+                raise CheckpointError(f"sha256 of {source} is {got}, but the config says {sha256};"
+                                      " fix the config's sha256 or the URL")
+        load_checkpoint_file(tmp)
+    return out

@@ -1,0 +1,177 @@
+"""Turning a user's plain MMDetection 3 config into a runnable config for one mtpd job.
+
+A user's detector config stays unchanged; mtpd only overrides what a job must control:
+the dataset paths and classes (from a dataset manifest), `num_classes`, the number of epochs
+(epoch-based LR milestones are rescaled), the work directory, the seed and the initial weights.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config, ConfigDict
+
+from mtpd.data.manifest import DatasetManifest
+
+PACKAGE_CONFIGS = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A model config cannot be found or adapted; the message names the config and key."""
+
+
+def mmdet_config_root() -> Path:
+    """Where the installed MMDetection keeps its model-zoo configs (`mmdet/.mim/configs`)."""
+    import mmdet
+
+    root = Path(mmdet.__file__).parent / ".mim" / "configs"
+    if not root.is_dir():
+        raise ConfigError(f"the installed mmdet ({mmdet.__file__}) ships no configs at {root}; "
+                          "reinstall mmdet from a wheel or give a config file path")
+    return root
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """Resolves `mmdet::retinanet/x.py`, `mtpd::shapes/x.py` or a file path to a file.
+
+    `Config.fromfile('mmdet::...')` does not resolve the scope itself (only `_base_` entries
+    do), hence this function.
+    """
+    spec = str(spec)
+    if spec.startswith("mmdet::"):
+        path = mmdet_config_root() / spec[len("mmdet::"):]
+    elif spec.startswith("mtpd::"):
+        path = PACKAGE_CONFIGS / spec[len("mtpd::"):]
+    else:
+        path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"model config '{spec}' not found (looked at {path}); give a file path, "
+                          "'mmdet::<dir>/<name>.py' or 'mtpd::<dir>/<name>.py'")
+    return path
+
+
+def load_config(spec: str | Path) -> Config:
+    return Config.fromfile(str(resolve_config_path(spec)))
+
+
+def _inner_dataset(loader: ConfigDict, where: str) -> ConfigDict:
+    """The CocoDataset inside optional Repeat/ClassBalanced wrappers."""
+    ds = loader["dataset"]
+    while ds.get("type") in ("RepeatDataset", "ClassBalancedDataset"):
+        ds = ds["dataset"]
+    if ds.get("type") == "ConcatDataset":
+        raise ConfigError(f"{where}.dataset is a ConcatDataset; mtpd feeds one COCO-format split "
+                          "per job, so use a single dataset (optionally Repeat-wrapped)")
+    return ds
+
+
+def set_split(cfg: Config, loader_key: str, manifest: DatasetManifest, split: str) -> None:
+    """Points `cfg[loader_key]` at a split of the manifest, with the manifest's classes."""
+    if cfg.get(loader_key) is None:
+        raise ConfigError(f"the config has no '{loader_key}'; mtpd needs a complete MMDetection "
+                          "config with train/test dataloaders")
+    s = manifest.split(split)
+    ds = _inner_dataset(cfg[loader_key], loader_key)
+    ds["data_root"] = ""
+    ds["ann_file"] = str(s.ann_file)
+    ds["data_prefix"] = dict(img=str(s.img_dir) + "/")
+    ds["metainfo"] = dict(classes=tuple(manifest.classes))
+
+
+def set_num_classes(node: Any, num_classes: int, key: str | None = None) -> int:
+    """Sets `num_classes` in every head of the detector except the class-agnostic RPN.
+
+    Returns how many places were set, so callers can refuse a model with none.
+    """
+    if key == "rpn_head":
+        return 0
+    count = 0
+    if isinstance(node, dict):
+        if key is not None and "num_classes" in node:
+            node["num_classes"] = num_classes
+            count += 1
+        for k, v in node.items():
+            count += set_num_classes(v, num_classes, k)
+    elif isinstance(node, list):
+        for v in node:
+            count += set_num_classes(v, num_classes, key)
+    return count
+
+
+def set_epochs(cfg: Config, epochs: int) -> None:
+    """Sets max_epochs and rescales epoch-based schedulers (milestones, begin/end, T_max)."""
+    loop = cfg.get("train_cfg") or {}
+    old = loop.get("max_epochs")
+    if old is None:
+        raise ConfigError("the config's train_cfg has no max_epochs; mtpd needs an epoch-based "
+                          "train loop (type='EpochBasedTrainLoop')")
+    cfg.train_cfg["max_epochs"] = epochs
+    scale = epochs / old
+    schedulers = cfg.get("param_scheduler") or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    for sch in schedulers:
+        if not sch.get("by_epoch", True):
+            continue
+        for key in ("begin", "end", "T_max"):
+            if key in sch and isinstance(sch[key], (int, float)):
+                sch[key] = max(0, int(round(sch[key] * scale))) if sch[key] < 1e6 else sch[key]
+        if "milestones" in sch:
+            sch["milestones"] = sorted({max(1, int(round(m * scale))) for m in sch["milestones"]})
+
+
+def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
+                     work_dir: str | Path, train_split: str = "train",
+                     test_split: str | None = None, epochs: int | None = None,
+                     seed: int = 0, pretrained_backbone: str | None = None,
+                     batch_size: int | None = None, num_workers: int | None = None,
+                     lr: float | None = None) -> Config:
+    """The user's config, adapted to one mtpd job (see module docstring)."""
+    cfg = load_config(model_config)
+    cfg = Config(copy.deepcopy(cfg._cfg_dict.to_dict()), filename=cfg.filename)
+    if "model" not in cfg:
+        raise ConfigError(f"{model_config} defines no 'model'")
+    set_split(cfg, "train_dataloader", manifest, train_split)
+    if test_split is not None:
+        set_split(cfg, "test_dataloader", manifest, test_split)
+    if set_num_classes(cfg.model, len(manifest.classes)) == 0:
+        raise ConfigError(f"{model_config}: found no head with 'num_classes' in model")
+    if epochs is not None:
+        set_epochs(cfg, epochs)
+    if pretrained_backbone:
+        cfg.model.backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(pretrained_backbone))
+    for key in ("batch_size", "num_workers"):
+        value = {"batch_size": batch_size, "num_workers": num_workers}[key]
+        if value is not None:
+            cfg.train_dataloader[key] = value
+            if key == "num_workers" and value == 0:
+                cfg.train_dataloader["persistent_workers"] = False
+    if num_workers == 0 and cfg.get("test_dataloader"):
+        cfg.test_dataloader["num_workers"] = 0
+        cfg.test_dataloader["persistent_workers"] = False
+    if lr is not None:
+        cfg.optim_wrapper.optimizer["lr"] = lr
+    # Validation runs as its own evaluation job, never inside training.
+    cfg.val_dataloader = None
+    cfg.val_cfg = None
+    cfg.val_evaluator = None
+    cfg.work_dir = str(work_dir)
+    cfg.randomness = dict(seed=seed, deterministic=False)
+    cfg.default_hooks = cfg.get("default_hooks") or {}
+    cfg.default_hooks["checkpoint"] = dict(type="CheckpointHook", interval=1, max_keep_ckpts=1,
+                                           save_last=True)
+    cfg.default_hooks.pop("visualization", None)
+    cfg.custom_hooks = [h for h in (cfg.get("custom_hooks") or [])
+                        if h.get("type") != "DetVisualizationHook"]
+    cfg.launcher = "none"
+    return cfg
+
+
+def to_plain(obj: Any) -> Any:
+    """ConfigDicts to dicts, tuples to lists: for JSON metadata."""
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,102 @@
+"""Dataset manifests: one small JSON that tells every entry point where a dataset's splits live.
+
+A manifest looks like::
+
+    {"name": "coco", "data_root": "/data/coco",
+     "splits": {"train": {"ann_file": "annotations/instances_train2017.json",
+                          "img_dir": "train2017/"},
+                "val":   {"ann_file": "annotations/instances_val2017.json",
+                          "img_dir": "val2017/"}}}
+
+`data_root` is relative to the manifest's own directory unless absolute. The class list is read
+from the annotation file of the training split (categories sorted by id), so that a detector's
+`num_classes` always matches the data it is trained on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+
+class ManifestError(ValueError):
+    """A dataset manifest or annotation file is unusable; the message names file and key."""
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    ann_file: Path
+    img_dir: Path
+
+
+@dataclass(frozen=True)
+class DatasetManifest:
+    path: Path
+    name: str
+    data_root: Path
+    splits: dict[str, Split]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DatasetManifest":
+        path = Path(path)
+        if not path.is_file():
+            raise ManifestError(f"dataset manifest {path} does not exist; create it with "
+                                "`mtpd data shapes` or `mtpd data manifest`")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"dataset manifest {path} is not valid JSON: {e}") from e
+        for key in ("name", "splits"):
+            if key not in raw:
+                raise ManifestError(f"dataset manifest {path} lacks the key '{key}'")
+        root = Path(raw.get("data_root", "."))
+        if not root.is_absolute():
+            root = (path.parent / root).resolve()
+        splits = {}
+        for name, s in raw["splits"].items():
+            for key in ("ann_file", "img_dir"):
+                if key not in s:
+                    raise ManifestError(f"dataset manifest {path}: splits.{name} lacks '{key}'")
+            splits[name] = Split(name, root / s["ann_file"], root / s["img_dir"])
+        return cls(path=path, name=raw["name"], data_root=root, splits=splits)
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise ManifestError(f"dataset manifest {self.path} has no split '{name}' "
+                                f"(it has: {', '.join(sorted(self.splits))})")
+        s = self.splits[name]
+        if not s.ann_file.is_file():
+            raise ManifestError(f"split '{name}' of {self.path}: annotation file {s.ann_file} "
+                                "does not exist")
+        return s
+
+    @cached_property
+    def classes(self) -> tuple[str, ...]:
+        """Category names, sorted by category id, from the first split that has them."""
+        order = ["train"] + [k for k in self.splits if k != "train"]
+        for name in order:
+            if name in self.splits and self.splits[name].ann_file.is_file():
+                return read_classes(self.splits[name].ann_file)
+        raise ManifestError(f"no annotation file of {self.path} exists, so its classes are "
+                            "unknown")
+
+
+def read_classes(ann_file: Path) -> tuple[str, ...]:
+    try:
+        cats = json.loads(Path(ann_file).read_text())["categories"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise ManifestError(f"{ann_file} is not a COCO annotation file with 'categories': {e}"
+                            ) from e
+    if not cats:
+        raise ManifestError(f"{ann_file} has an empty 'categories' list")
+    return tuple(c["name"] for c in sorted(cats, key=lambda c: c["id"]))
+
+
+def write_manifest(path: str | Path, name: str, data_root: str,
+                   splits: dict[str, dict[str, str]]) -> None:
+    """Writes a manifest for an existing COCO-format dataset (used by the COCO rules)."""
+    from mtpd.io import atomic_write_json
+
+    atomic_write_json(path, {"name": name, "data_root": data_root, "splits": splits})

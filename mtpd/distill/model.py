@@ -1,0 +1,211 @@
+"""One stage of progressive distillation: a student detector learning from one frozen teacher.
+
+`ProgressiveDistiller.loss()` reads like the method: the teacher's FPN features under no_grad,
+the student's detection losses while a hook records its FPN outputs, then one distillation loss
+per matched level. The teacher is deliberately *not* a registered submodule, so it is absent from
+the state dict, the optimizer and the DDP wrapper; it is moved with the model, kept in eval mode
+for the whole run (drop-path off as well as BatchNorm), and never re-initialised.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+from mmengine.model import BaseModel
+from torch import nn
+
+from mmdet.registry import MODELS
+from mtpd.checkpoint import load_checkpoint_file, state_dict_of
+from mtpd.distill.align import Adapter, TeacherInput, match_levels, pipeline_scale, resize_to
+from mtpd.distill.recorder import OutputRecorder
+
+log = logging.getLogger("mtpd.distill")
+
+# The paper's lambda for its simple loss: 0.5 for RetinaNet students, 0.8 for Mask R-CNN.
+PAPER_LAMBDA = {"single_stage": 0.5, "two_stage": 0.8}
+HEAD_KEYS = ("neck.", "bbox_head.", "rpn_head.", "roi_head.")
+
+
+def _fpn_channels(model_cfg: dict, role: str) -> int:
+    neck = model_cfg.get("neck")
+    if isinstance(neck, list):
+        neck = neck[-1]
+    if not neck or "out_channels" not in neck:
+        raise ValueError(f"the {role} model has no neck with 'out_channels'; feature "
+                         "distillation needs an FPN-like neck")
+    return int(neck["out_channels"])
+
+
+@MODELS.register_module()
+class ProgressiveDistiller(BaseModel):
+    """Student + frozen teacher + per-level adapters and losses (see module docstring)."""
+
+    def __init__(self, student: dict, teacher: dict, teacher_checkpoint: str, loss: dict,
+                 teacher_scale: float = 1.0, levels: list[int] | None = None,
+                 min_positions: int = 16, adapter_norm: bool = False,
+                 student_init: str | None = None, inherit_neck_head: bool = False,
+                 data_preprocessor: dict | None = None, init_cfg: dict | None = None):
+        super().__init__(data_preprocessor=data_preprocessor or copy.deepcopy(
+            student.get("data_preprocessor")), init_cfg=init_cfg)
+        self.student = MODELS.build(student)
+        self.__dict__["teacher"] = self._build_teacher(teacher, teacher_checkpoint)
+        self.teacher_checkpoint = teacher_checkpoint
+        self.student_init = student_init
+        self.inherit_neck_head = inherit_neck_head
+        self.levels, self.min_positions = levels, min_positions
+        self.teacher_input = TeacherInput.from_preprocessors(
+            student.get("data_preprocessor") or {}, teacher.get("data_preprocessor") or {},
+            teacher_scale)
+        c_s, c_t = _fpn_channels(student, "student"), _fpn_channels(teacher, "teacher")
+        num_levels = int((student.get("neck") or {}).get("num_outs", 5))
+        self.adapters = nn.ModuleList(Adapter(c_s, c_t, adapter_norm) for _ in range(num_levels))
+        self.losses = nn.ModuleList(MODELS.build({**loss, "channels": c_t})
+                                    for _ in range(num_levels))
+        self.recorder = OutputRecorder(self.student.neck)
+
+    # --- the teacher, kept out of the student's state -------------------------------------
+    @staticmethod
+    def _build_teacher(cfg: dict, checkpoint: str) -> nn.Module:
+        teacher = MODELS.build(cfg)
+        sd = state_dict_of(load_checkpoint_file(checkpoint), checkpoint)
+        missing, unexpected = teacher.load_state_dict(sd, strict=False)
+        if missing:
+            raise ValueError(f"teacher checkpoint {checkpoint} does not fit the teacher config: "
+                             f"{len(missing)} missing keys, e.g. {missing[:3]}")
+        if unexpected:
+            log.warning("teacher checkpoint %s has %d unused keys, e.g. %s", checkpoint,
+                        len(unexpected), unexpected[:3])
+        teacher.eval()
+        teacher.requires_grad_(False)
+        return teacher
+
+    def _apply(self, fn, *args, **kwargs):  # moves/casts the unregistered teacher too
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True) -> "ProgressiveDistiller":
+        super().train(mode)
+        self.teacher.eval()  # always: BatchNorm statistics *and* dropout/drop-path
+        return self
+
+    def init_weights(self) -> None:
+        """Initialises student, adapters and losses; never touches the teacher."""
+        self.student.init_weights()
+        if self.student_init:
+            sd = state_dict_of(load_checkpoint_file(self.student_init), self.student_init)
+            missing, unexpected = self.student.load_state_dict(sd, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"initial student checkpoint {self.student_init} does not fit "
+                                 f"the student: missing {missing[:3]}, unexpected "
+                                 f"{unexpected[:3]}")
+            log.info("student starts from %s", self.student_init)
+        elif self.inherit_neck_head:
+            self._inherit_from_teacher()
+
+    def _inherit_from_teacher(self) -> None:
+        """First stage only: copy the teacher's neck and heads when they have the same shapes."""
+        t_sd, s_sd = self.teacher.state_dict(), self.student.state_dict()
+        keys = [k for k in s_sd if k.startswith(HEAD_KEYS)]
+        bad = [k for k in keys if k not in t_sd or t_sd[k].shape != s_sd[k].shape]
+        if bad:
+            raise ValueError("inherit_neck_head needs the same neck and head in student and "
+                             f"teacher; they differ at {bad[:3]}. Switch it off for this pair")
+        self.student.load_state_dict({k: t_sd[k] for k in keys}, strict=False)
+        log.info("student inherited %d neck/head tensors from the teacher", len(keys))
+
+    # --- forward ----------------------------------------------------------------------------
+    def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = "tensor"):
+        if mode == "loss":
+            return self.loss(inputs, data_samples)
+        return self.student(inputs, data_samples, mode=mode)
+
+    @torch.no_grad()
+    def teacher_features(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Teacher FPN outputs for the student's batch, at the teacher's own scale."""
+        return list(self.teacher.extract_feat(self.teacher_input(inputs)))
+
+    def distilled_levels(self, feats: list[torch.Tensor]) -> list[int]:
+        if self.levels is not None:
+            return [i for i in self.levels if i < len(feats)]
+        return [i for i, f in enumerate(feats)
+                if f.shape[-2] * f.shape[-1] >= self.min_positions]
+
+    def loss(self, inputs: torch.Tensor, data_samples: list) -> dict[str, torch.Tensor]:
+        t_feats = self.teacher_features(inputs)
+        with self.recorder:
+            student_losses = self.student.loss(inputs, data_samples)
+        s_feats = list(self.recorder.output)
+        # Both cover the same image, so strides in student pixels are input height / map height.
+        h_in = inputs.shape[-2]
+        match = match_levels([h_in / f.shape[-2] for f in s_feats],
+                             [h_in / f.shape[-2] for f in t_feats])
+        boxes = [ds.gt_instances.bboxes for ds in data_samples]
+        shapes = [tuple(ds.metainfo["batch_input_shape"]) for ds in data_samples]
+        distill = inputs.new_zeros(())
+        for i in self.distilled_levels(s_feats):
+            s = self.adapters[i](s_feats[i])
+            t = resize_to(t_feats[match[i]], s.shape[-2:])
+            distill = distill + self.losses[i](s, t, boxes=boxes, img_shapes=shapes)
+        losses = {f"student.{k}": v for k, v in student_losses.items()}
+        detection = _total(student_losses)
+        losses[f"distill.loss_{self.losses[0].__class__.__name__}"] = distill
+        losses["distill.ratio"] = (distill / detection.clamp(min=1e-8)).detach()
+        return losses
+
+
+def _total(losses: dict[str, Any]) -> torch.Tensor:
+    """Sum of the entries MMEngine would sum (keys containing 'loss'; values or lists)."""
+    total = 0.0
+    for key, value in losses.items():
+        if "loss" in key:
+            total = total + sum(v.sum() for v in (value if isinstance(value, (list, tuple))
+                                                  else [value]))
+    return torch.as_tensor(total).detach()
+
+
+DISTILL_KEYS = {"teacher_config", "teacher_checkpoint", "loss", "teacher_scale", "levels",
+                "min_positions", "adapter_norm", "inherit_neck_head"}
+
+
+def build_distiller_cfg(cfg: Any, distill: dict[str, Any], num_classes: int,
+                        student_init: str | None = None) -> dict[str, Any]:
+    """The `model` entry of a distillation stage, from a job config and `distill` settings.
+
+    `distill` keys: teacher_config, teacher_checkpoint (required); loss (default: the paper's
+    simple loss with its lambda for the student's type); teacher_scale ('auto': ratio of the
+    teacher's and student's test-pipeline Resize scales; or a number); levels (student FPN
+    indices; default: every level with at least `min_positions` cells); adapter_norm;
+    inherit_neck_head (first stage only; off by default).
+    """
+    from mtpd.config import load_config, set_num_classes
+
+    unknown = set(distill) - DISTILL_KEYS
+    if unknown:
+        raise ValueError(f"unknown distillation settings {sorted(unknown)}; known: "
+                         f"{sorted(DISTILL_KEYS)}")
+    for key in ("teacher_config", "teacher_checkpoint"):
+        if not distill.get(key):
+            raise ValueError(f"distillation settings lack '{key}'")
+    student = copy.deepcopy(cfg["model"])
+    student = student.to_dict() if hasattr(student, "to_dict") else student
+    tcfg = load_config(distill["teacher_config"])
+    teacher = tcfg.model.to_dict()
+    set_num_classes(teacher, num_classes)
+    teacher.setdefault("backbone", {})["init_cfg"] = None  # weights come from the checkpoint
+    loss = dict(distill.get("loss") or {"type": "FeatureMSELoss"})
+    if loss.get("type") == "FeatureMSELoss" and "loss_weight" not in loss:
+        loss["loss_weight"] = PAPER_LAMBDA["two_stage" if "roi_head" in student else "single_stage"]
+    scale = distill.get("teacher_scale", "auto")
+    if scale == "auto":
+        s_scale, t_scale = pipeline_scale(cfg), pipeline_scale(tcfg)
+        scale = t_scale / s_scale if s_scale and t_scale else 1.0
+    return dict(type="ProgressiveDistiller", student=student, teacher=teacher,
+                teacher_checkpoint=str(distill["teacher_checkpoint"]), loss=loss,
+                teacher_scale=float(scale), levels=distill.get("levels"),
+                min_positions=int(distill.get("min_positions", 16)),
+                adapter_norm=bool(distill.get("adapter_norm", False)),
+                student_init=str(student_init) if student_init else None,
+                inherit_neck_head=bool(distill.get("inherit_neck_head", False)))

@@ -1,0 +1,180 @@
+"""The distillation engine on real mmdet models: frozen teacher, gradients, stages, export."""
+from __future__ import annotations
+
+import torch
+import pytest
+from mmengine.config import Config
+
+from mtpd.checkpoint import load_checkpoint_file, save_model_checkpoint
+from mtpd.config import build_job_config
+from mtpd.data.manifest import DatasetManifest
+from mtpd.distill.align import TeacherInput, match_levels
+from mtpd.train import _register
+
+STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"
+TEACHER = "mtpd::shapes/retinanet_r34w24_shapes.py"
+SWIN = "mtpd::shapes/retinanet_swin_shapes.py"
+
+
+def _random_teacher(tmp_path, config, manifest) -> str:
+    """A teacher checkpoint with random weights: enough to test the mechanics."""
+    from mmdet.registry import MODELS
+
+    _register()
+    cfg = build_job_config(config, manifest, work_dir=tmp_path / "w")
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    path = tmp_path / f"teacher_{abs(hash(config))}.pth"
+    save_model_checkpoint(path, model.state_dict(), {})
+    return str(path)
+
+
+def _distiller(tmp_path, shapes_data, teacher_config=TEACHER, **distill):
+    from mmdet.registry import MODELS
+
+    from mtpd.distill import build_distiller_cfg
+
+    manifest = DatasetManifest.load(shapes_data)
+    ckpt = _random_teacher(tmp_path, teacher_config, manifest)
+    cfg = build_job_config(STUDENT, manifest, work_dir=tmp_path / "w", test_split="val")
+    model_cfg = build_distiller_cfg(cfg, {"teacher_config": teacher_config,
+                                          "teacher_checkpoint": ckpt, **distill},
+                                    len(manifest.classes))
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    return model, cfg
+
+
+def _batch(cfg, n=4):
+    from mmengine.runner import Runner
+
+    cfg.train_dataloader.batch_size = n
+    cfg.train_dataloader.num_workers = 0
+    cfg.train_dataloader.persistent_workers = False
+    return next(iter(Runner.build_dataloader(cfg.train_dataloader)))
+
+
+def test_teacher_is_frozen_and_outside_student_state(tmp_path, shapes_data):
+    model, cfg = _distiller(tmp_path, shapes_data)
+    teacher = model.teacher
+    assert not any(k.startswith("teacher") for k in model.state_dict())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    param_ids = {id(p) for p in model.parameters()}
+    assert not param_ids & {id(p) for p in teacher.parameters()}
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+
+    model.train()
+    assert not teacher.training and all(not m.training for m in teacher.modules())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = model.data_preprocessor(_batch(cfg), True)
+    losses = model(**data, mode="loss")
+    total = sum(v for k, v in losses.items() if "loss" in k
+                for v in (v if isinstance(v, list) else [v]))
+    opt.zero_grad()
+    total.backward()
+    # gradients reach the student's backbone and the adapters; never the teacher
+    assert model.student.backbone.conv1.weight.grad.abs().sum() > 0
+    assert all(a.conv.weight.grad is not None for a in model.adapters[:3])
+    assert all(p.grad is None for p in teacher.parameters())
+    opt.step()
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN buffers too
+    assert "distill.ratio" in losses and float(losses["distill.ratio"]) > 0
+
+
+def test_teacher_survives_init_weights(tmp_path, shapes_data):
+    model, _ = _distiller(tmp_path, shapes_data)
+    w = model.teacher.backbone.conv1.weight.clone()
+    model.init_weights()
+    assert torch.equal(w, model.teacher.backbone.conv1.weight)
+
+
+def test_levels_matched_by_stride_and_min_positions(tmp_path, shapes_data):
+    # a teacher at 1.25x resolution: its stride-8 map is 5.1 student pixels a cell -> level 4
+    assert match_levels([4, 8, 16, 32, 64], [3.2, 6.4, 12.8, 25.6, 51.2]) == [0, 1, 2, 3, 4]
+    assert match_levels([4, 8, 16], [8, 16]) == [0, 0, 1]
+    model, _ = _distiller(tmp_path, shapes_data, min_positions=16)
+    feats = [torch.zeros(1, 1, s, s) for s in (32, 16, 8, 4, 2)]
+    assert model.distilled_levels(feats) == [0, 1, 2, 3]  # the 2x2 map is skipped
+    model.levels = [1, 2]
+    assert model.distilled_levels(feats) == [1, 2]
+
+
+def test_teacher_input_conversion():
+    conv = TeacherInput(student_mean=[10, 20, 30], student_std=[2, 2, 2],
+                        teacher_mean=[0, 0, 0], teacher_std=[1, 1, 1], flip_channels=True,
+                        scale=1.5, pad_divisor=32)
+    raw = torch.rand(1, 3, 32, 32) * 255
+    student_in = (raw - torch.tensor([10., 20, 30]).view(1, 3, 1, 1)) / 2
+    out = conv(student_in)
+    assert out.shape == (1, 3, 64, 64)  # 48 padded to a multiple of 32
+    expect = torch.nn.functional.interpolate(raw.flip(1), scale_factor=1.5, mode="bilinear",
+                                             align_corners=False)
+    assert torch.allclose(out[..., :48, :48], expect, atol=1e-3)
+
+
+@pytest.mark.parametrize("loss", ["FeatureMSELoss", "CWDLoss", "PKDLoss", "MGDLoss", "FGDLoss"])
+def test_every_loss_trains_a_step(tmp_path, shapes_data, loss):
+    model, cfg = _distiller(tmp_path, shapes_data, loss={"type": loss})
+    data = model.data_preprocessor(_batch(cfg, 2), True)
+    losses = model(**data, mode="loss")
+    key = f"distill.loss_{loss}"
+    assert torch.isfinite(losses[key]) and float(losses[key]) > 0
+    losses[key].backward()
+    assert model.adapters[0].conv.weight.grad.abs().sum() > 0
+
+
+def test_paper_lambda_defaults(tmp_path, shapes_data):
+    from mtpd.distill import build_distiller_cfg
+
+    manifest = DatasetManifest.load(shapes_data)
+    for student, lam in ((STUDENT, 0.5), ("mtpd::shapes/mask_rcnn_r18w16_shapes.py", 0.8)):
+        cfg = build_job_config(student, manifest, work_dir=tmp_path)
+        m = build_distiller_cfg(cfg, {"teacher_config": TEACHER, "teacher_checkpoint": "x"},
+                                len(manifest.classes))
+        assert m["loss"] == {"type": "FeatureMSELoss", "loss_weight": lam}
+    with pytest.raises(ValueError, match="unknown distillation settings.*'lamda'"):
+        build_distiller_cfg(cfg, {"teacher_config": TEACHER, "teacher_checkpoint": "x",
+                                  "lamda": 1}, 12)
+
+
+def test_swin_teacher_at_own_resolution_stage(tmp_path, shapes_data):
+    """Heterogeneous stage: Swin teacher, 160 px input, 96 channels -> ResNet student, 64 ch."""
+    from mtpd.evaluate import evaluate
+    from mtpd.train import train
+
+    manifest = DatasetManifest.load(shapes_data)
+    ckpt = _random_teacher(tmp_path, SWIN, manifest)
+    out = tmp_path / "stage1.pth"
+    train(STUDENT, shapes_data, out, epochs=1, batch_size=8, num_workers=0,
+          distill={"teacher_config": SWIN, "teacher_checkpoint": ckpt})
+    meta = load_checkpoint_file(out)["meta"]["mtpd"]
+    assert meta["distill"]["teacher_config"] == SWIN
+    sd = load_checkpoint_file(out)["state_dict"]
+    assert not any(k.startswith(("teacher", "adapters", "losses")) for k in sd)
+    # stage 2 starts from stage 1's student with a fresh optimizer and schedule
+    out2 = tmp_path / "stage2.pth"
+    train(STUDENT, shapes_data, out2, epochs=1, batch_size=8, num_workers=0, init_checkpoint=str(out),
+          distill={"teacher_config": TEACHER,
+                   "teacher_checkpoint": _random_teacher(tmp_path, TEACHER, manifest)})
+    assert load_checkpoint_file(out2)["meta"]["mtpd"]["init_checkpoint"] == str(out)
+    rec = evaluate(STUDENT, out2, shapes_data, tmp_path / "m.json", split="val", num_workers=0)
+    assert 0 <= rec["AP"] <= 100
+
+
+def test_exported_student_loads_in_plain_mmdetection(tmp_path, shapes_data):
+    from mmdet.apis import init_detector
+
+    from mtpd.train import train
+
+    manifest = DatasetManifest.load(shapes_data)
+    out = tmp_path / "s.pth"
+    train(STUDENT, shapes_data, out, epochs=1, batch_size=8, num_workers=0,
+          distill={"teacher_config": TEACHER,
+                   "teacher_checkpoint": _random_teacher(tmp_path, TEACHER, manifest)})
+    ckpt = load_checkpoint_file(out)
+    cfg = Config.fromstring(ckpt["meta"]["config_text"], ".py")
+    model = init_detector(cfg, str(out), device="cpu")
+    assert model.dataset_meta["classes"] == list(manifest.classes)
+    sd = model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in ckpt["state_dict"].items())
