@@ -31,7 +31,9 @@ def cmd_data_shapes(a: argparse.Namespace) -> None:
     from mtpd.data.shapes import ShapesSpec, generate
 
     spec = ShapesSpec(num_train=a.num_train, num_proxy=a.num_proxy, num_val=a.num_val,
-                      image_size=a.image_size, max_objects=a.max_objects, seed=a.seed)
+                      image_size=a.image_size, max_objects=a.max_objects, min_size=a.min_size,
+                      shapes=tuple(a.shapes.split(",")), textures=tuple(a.textures.split(",")),
+                      seed=a.seed)
     generate(a.out, spec)
     print(f"wrote {a.out}/dataset.json")
 
@@ -87,7 +89,72 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 def cmd_tables(a: argparse.Namespace) -> None:
     from mtpd.tables import write_tables
 
-    write_tables(a.metrics, a.out_dir, extra=a.extra)
+    write_tables(a.metrics, a.out_dir, bgs=a.bgs)
+
+
+def _names(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def cmd_bgs_target(a: argparse.Namespace) -> None:
+    from mtpd.bgs_cli import write_target
+
+    print(write_target(_names(a.pool), a.target, a.metrics, a.proxy, a.out))
+
+
+def cmd_bgs_round(a: argparse.Namespace) -> None:
+    from mtpd.bgs_cli import write_round
+
+    d = write_round(a.round, _names(a.pool), a.previous, a.metrics or [], a.proxy, a.margin,
+                    a.max_stages, a.out)
+    print(d.reason)
+
+
+def cmd_bgs_result(a: argparse.Namespace) -> None:
+    from mtpd.bgs_cli import write_result
+
+    r = write_result(a.rounds, _names(a.pool), a.max_stages, a.out, a.exhaustive)
+    print(" -> ".join(r["order"]))
+
+
+def cmd_bgs_exhaustive(a: argparse.Namespace) -> None:
+    from mtpd.bgs_cli import write_exhaustive
+
+    print(write_exhaustive(a.metrics, a.proxy, a.out)["best"])
+
+
+def _bgs_parsers(sub: argparse._SubParsersAction) -> None:
+    bgs = sub.add_parser("bgs", help="Backward Greedy Selection steps").add_subparsers(
+        dest="bgs_command", required=True)
+    s = bgs.add_parser("target", help="fix the last stage's teacher")
+    s.add_argument("--pool", required=True, help="comma-separated teacher names")
+    s.add_argument("--target", required=True, help="a teacher name, or 'best'")
+    s.add_argument("--metrics", nargs="*", default=[], help="teachers' proxy-split metrics")
+    s.add_argument("--proxy", default="box_ap")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_bgs_target)
+    s = bgs.add_parser("round", help="one round: prepend the best candidate or stop")
+    s.add_argument("--round", type=int, required=True)
+    s.add_argument("--pool", required=True)
+    s.add_argument("--previous", required=True, help="target JSON (round 1) or previous round")
+    s.add_argument("--metrics", nargs="*", help="proxy metrics of this round's chains")
+    s.add_argument("--proxy", default="box_ap")
+    s.add_argument("--margin", type=float, default=0.0)
+    s.add_argument("--max-stages", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_bgs_round)
+    s = bgs.add_parser("result", help="the chosen order, the round log and the search cost")
+    s.add_argument("--rounds", nargs="+", required=True)
+    s.add_argument("--pool", required=True)
+    s.add_argument("--max-stages", type=int, required=True)
+    s.add_argument("--exhaustive")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_bgs_result)
+    s = bgs.add_parser("exhaustive", help="rank every scored chain")
+    s.add_argument("--metrics", nargs="+", required=True)
+    s.add_argument("--proxy", default="box_ap")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_bgs_exhaustive)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-val", type=int, default=200)
     s.add_argument("--image-size", type=int, default=128)
     s.add_argument("--max-objects", type=int, default=6)
+    s.add_argument("--min-size", type=float, default=6.0)
+    s.add_argument("--shapes", default="disk,square,triangle,cross")
+    s.add_argument("--textures", default="solid,stripes,checker")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_data_shapes)
     m = data.add_parser("manifest", help="write a manifest for an existing COCO-format dataset")
@@ -155,10 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--meta", type=_json_arg, help="extra fields for the metrics JSON")
     s.set_defaults(func=cmd_evaluate)
 
+    _bgs_parsers(sub)
+
     s = sub.add_parser("tables", help="result tables from metrics JSONs")
     s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--out-dir", required=True)
-    s.add_argument("--extra", type=_json_arg)
+    s.add_argument("--out-dir", required=True, help="writes <dir>/tables and <dir>/plots")
+    s.add_argument("--bgs", help="results/bgs/result.json, for the BGS tables and plot")
     s.set_defaults(func=cmd_tables)
     return p
 

@@ -42,8 +42,9 @@ def coco_eval(gt_file: str | Path, results: list[dict], iou_type: str = "bbox"
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    # pycocotools reports -1 where a size range has no ground truth.
-    return {name: round(max(float(v), 0.0) * 100, 3) for name, v in zip(STAT_NAMES, ev.stats[:6])}
+    # pycocotools reports -1 where a size range has no ground truth: keep that as None.
+    return {name: (round(float(v) * 100, 3) if v >= 0 else None)
+            for name, v in zip(STAT_NAMES, ev.stats[:6])}
 
 
 def to_coco_results(sample: Any, cat_ids: list[int]) -> tuple[list[dict], list[dict]]:

@@ -143,7 +143,7 @@ def pretrain_backbone(model_config: str, dataset: str | Path, out: str | Path, *
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         log.info("pretrain epoch %d: loss %.3f, train acc %.3f", epoch + 1, total / len(x),
                  correct / len(x))

@@ -85,6 +85,23 @@ def cross_checks(c: dict[str, Any]) -> list[str]:
         if t not in teachers:
             problems.append(f"distill.direct: unknown teacher '{t}' "
                             f"(teachers: {', '.join(teachers)})")
+    bgs = c.get("bgs") or {}
+    eval_split = (c.get("evaluation") or {}).get("split", "val")
+    for t in bgs.get("pool") or []:
+        if t not in teachers:
+            problems.append(f"bgs.pool: unknown teacher '{t}' (teachers: {', '.join(teachers)})")
+    target = bgs.get("target", "best")
+    if target != "best" and target not in teachers:
+        problems.append(f"bgs.target: '{target}' is neither 'best' nor a teacher "
+                        f"({', '.join(teachers)})")
+    if bgs and bgs.get("proxy_split", "proxy") == eval_split:
+        problems.append(f"bgs.proxy_split: '{eval_split}' is the evaluation split; BGS must "
+                        "choose on a split carved from the training data (e.g. 'proxy')")
+    if bgs.get("enabled", True) and bgs and kind == "coco":
+        split = bgs.get("proxy_split", "proxy")
+        if split not in c["dataset"]["coco"]["splits"]:
+            problems.append(f"bgs.proxy_split: '{split}' is not a split of dataset.coco.splits; "
+                            "carve one from the training annotations")
     if kind == "coco":
         splits = c["dataset"]["coco"]["splits"]
         split = (c.get("evaluation") or {}).get("split", "val")

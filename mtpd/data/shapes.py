@@ -42,6 +42,8 @@ class ShapesSpec:
     min_size: float = 6.0
     max_size_frac: float = 0.8
     min_visible: float = 0.35
+    shapes: tuple[str, ...] = SHAPES
+    textures: tuple[str, ...] = TEXTURES
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,14 +56,22 @@ class ShapesSpec:
             "min_size": 2 <= self.min_size < self.image_size * self.max_size_frac,
             "max_size_frac": 0 < self.max_size_frac <= 1,
             "min_visible": 0 < self.min_visible <= 1,
+            "shapes": len(self.shapes) >= 1 and set(self.shapes) <= set(SHAPES),
+            "textures": len(self.textures) >= 1 and set(self.textures) <= set(TEXTURES),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid shapes dataset parameters {bad} in {asdict(self)}")
+            raise ValueError(f"invalid shapes dataset parameters {bad} in {asdict(self)} "
+                             f"(shapes from {SHAPES}, textures from {TEXTURES})")
+
+    def class_names(self) -> list[str]:
+        return class_names(self.shapes, self.textures)
 
 
-def class_names() -> list[str]:
-    return [f"{s}_{t}" for s in SHAPES for t in TEXTURES]
+def class_names(shapes: tuple[str, ...] = SHAPES, textures: tuple[str, ...] = TEXTURES
+                ) -> list[str]:
+    """Shape x texture classes: each shape exists in every texture."""
+    return [f"{s}_{t}" for s in shapes for t in textures]
 
 
 def _shape_mask(rng: np.random.Generator, shape: str, size: float, cx: float, cy: float,
@@ -138,7 +148,7 @@ def render_image(spec: ShapesSpec, split_stream: int, index: int
     rng = np.random.default_rng([spec.seed, split_stream, index])
     n = spec.image_size
     img = _background(rng, n)
-    names = class_names()
+    names = spec.class_names()
     objects: list[dict] = []
     full_masks: list[np.ndarray] = []
     max_size = spec.max_size_frac * n
@@ -175,14 +185,14 @@ def _annotation(obj: dict, ann_id: int, image_id: int) -> dict:
             "segmentation": rle, "iscrowd": 0}
 
 
-def _coco_dict(records: list[tuple[str, list[dict]]], n: int) -> dict:
+def _coco_dict(records: list[tuple[str, list[dict]]], n: int, names: list[str]) -> dict:
     images, anns = [], []
     for image_id, (file_name, objs) in enumerate(records, start=1):
         images.append({"id": image_id, "file_name": file_name, "width": n, "height": n})
         for obj in objs:
             anns.append(_annotation(obj, len(anns) + 1, image_id))
     cats = [{"id": i + 1, "name": name, "supercategory": name.split("_")[0]}
-            for i, name in enumerate(class_names())]
+            for i, name in enumerate(names)]
     return {"info": {"description": "mtpd shapes"}, "images": images, "annotations": anns,
             "categories": cats}
 
@@ -211,10 +221,10 @@ def generate(out_dir: str | Path, spec: ShapesSpec) -> Path:
                 name = f"{i:06d}.png"
                 cv2.imwrite(str(tmp / "images" / split / name), img)
                 records.append((name, objs))
-            atomic_write_json(tmp / f"{split}.json", _coco_dict(records, n))
+            atomic_write_json(tmp / f"{split}.json", _coco_dict(records, n, spec.class_names()))
             manifest_splits[split] = {"ann_file": f"{split}.json", "img_dir": f"images/{split}/"}
         atomic_write_json(tmp / "spec.json", asdict(spec))
         atomic_write_json(tmp / "dataset.json", {
-            "name": "shapes", "data_root": ".", "classes": class_names(),
+            "name": "shapes", "data_root": ".", "classes": spec.class_names(),
             "image_size": [n, n], "splits": manifest_splits})
     return out_dir

@@ -72,13 +72,46 @@ def distill_settings(teacher):
     return json.dumps(s)
 
 
+# Backward Greedy Selection (rules/bgs.smk)
+BGS = config.get("bgs") or {}
+BGS_ON = bool(BGS) and BGS.get("enabled", True)
+BGS_POOL = BGS.get("pool") or list(TEACHERS)
+BGS_SPLIT = BGS.get("proxy_split", "proxy")
+BGS_PROXY = BGS.get("proxy", "box_ap")
+BGS_PROXY_EPOCHS = BGS.get("proxy_epochs", max(1, STAGE_EPOCHS // 4))
+BGS_MAX_STAGES = BGS.get("max_stages", 3)
+BGS_EXHAUSTIVE = BGS.get("exhaustive", False)
+
+
 def orders():
+    """Fixed teacher orders from the config (first stage first)."""
     return [list(o) for o in DISTILL.get("orders") or []]
 
 
-def total_epochs():
-    """Epochs of the longest progressive chain: the budget of the fair baselines."""
-    return STAGE_EPOCHS * max([len(o) for o in orders()] or [1])
+def mtpd_order():
+    """The order of the final MTPD run: BGS's choice, else the first fixed order."""
+    if BGS_ON:
+        return list(bgs_order())
+    return orders()[0] if orders() else []
+
+
+def all_orders():
+    result = []
+    for o in orders() + ([mtpd_order()] if BGS_ON else []):
+        if o and o not in result:
+            result.append(o)
+    return result
+
+
+def budget_epochs():
+    """Total epochs of the MTPD chain: the budget of the fair baselines (student alone, direct)."""
+    return STAGE_EPOCHS * max(len(mtpd_order()), 1)
+
+
+def direct_teachers():
+    if "direct" in DISTILL:
+        return list(DISTILL["direct"])
+    return list(BGS_POOL) if BGS_ON else []
 
 
 def chain_stages(chain):
@@ -87,22 +120,34 @@ def chain_stages(chain):
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def final_targets():
-    targets = [f"results/teachers/{t}/metrics_{EVAL_SPLIT}.json" for t in TEACHERS]
-    targets += [f"results/baseline/e{STAGE_EPOCHS}/metrics_{EVAL_SPLIT}.json"]
-    targets += main_table_inputs()
-    targets += ["results/tables/main.csv", "results/tables/main.md"]
-    return sorted(set(targets))
+def metrics(path):
+    return f"results/{path}/metrics_{EVAL_SPLIT}.json"
 
 
-def main_table_inputs():
-    m = [f"results/teachers/{t}/metrics_{EVAL_SPLIT}.json" for t in TEACHERS]
-    m.append(f"results/baseline/e{STAGE_EPOCHS}/metrics_{EVAL_SPLIT}.json")
-    if orders():
-        m.append(f"results/baseline/e{total_epochs()}/metrics_{EVAL_SPLIT}.json")
-    for order in orders():
-        for stage in chain_stages("/".join(order)):
-            m.append(f"results/progressive/{stage}/metrics_{EVAL_SPLIT}.json")
-    for t in DISTILL.get("direct") or []:
-        m.append(f"results/direct/{t}/e{total_epochs()}/metrics_{EVAL_SPLIT}.json")
+def main_table_inputs(w=None):
+    m = [metrics(f"teachers/{t}") for t in TEACHERS]
+    totals = {STAGE_EPOCHS} | {STAGE_EPOCHS * len(o) for o in all_orders()}
+    m += [metrics(f"baseline/e{e}") for e in sorted(totals)]
+    for order in all_orders():
+        m += [metrics(f"progressive/{stage}") for stage in chain_stages("/".join(order))]
+    m += [metrics(f"direct/{t}/e{budget_epochs()}") for t in direct_teachers()]
     return sorted(set(m))
+
+
+def bgs_outputs():
+    return ["results/bgs/result.json"] if BGS_ON else []
+
+
+def static_targets():
+    """What is known before BGS has run (so `snakemake -n` shows it); the tables rule pulls
+    in the rest (the MTPD run of the chosen order and its fair baselines)."""
+    m = [metrics(f"teachers/{t}") for t in TEACHERS]
+    m += [metrics(f"baseline/e{e}") for e in sorted({STAGE_EPOCHS} | {
+        STAGE_EPOCHS * len(o) for o in orders()})]
+    for order in orders():
+        m += [metrics(f"progressive/{stage}") for stage in chain_stages("/".join(order))]
+    return sorted(set(m))
+
+
+def final_targets(w=None):
+    return static_targets() + bgs_outputs() + TABLES

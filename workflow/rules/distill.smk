@@ -1,7 +1,9 @@
-# Steps 2-3: the student alone, progressive distillation stages (one teacher each, each stage
-# starting from the previous stage's student) and direct single-teacher distillation.
+# Step 3 (and the proxy trainings of step 2): the student alone, progressive distillation
+# stages (one teacher each, each stage starting from the previous stage's student) and direct
+# single-teacher distillation.
 # A stage's path encodes its chain: results/progressive/a/b/model.pth is teacher b's stage,
 # started from results/progressive/a/model.pth, so chains that share a prefix share its files.
+# results/proxy/... holds the same chains trained with BGS's short proxy schedule.
 
 
 def stage_parts(w):
@@ -17,14 +19,18 @@ def stage_init(w):
     parts = stage_parts(w)
     if len(parts) == 1:
         return pretrained(STUDENT)
-    return [f"results/progressive/{'/'.join(parts[:-1])}/model.pth"]
+    return [f"results/{w.sched}/{'/'.join(parts[:-1])}/model.pth"]
 
 
 def stage_init_flag(w):
     parts = stage_parts(w)
     if len(parts) == 1:
         return pretrained_flag(STUDENT)
-    return f"--init results/progressive/{'/'.join(parts[:-1])}/model.pth"
+    return f"--init results/{w.sched}/{'/'.join(parts[:-1])}/model.pth"
+
+
+def stage_epochs(w):
+    return STAGE_EPOCHS if w.sched == "progressive" else BGS_PROXY_EPOCHS
 
 
 def stage_distill(w):
@@ -64,15 +70,17 @@ rule distill_stage:
         teacher=stage_teacher,
         init=stage_init,
     output:
-        "results/progressive/{chain}/model.pth",
+        "results/{sched}/{chain}/model.pth",
+    wildcard_constraints:
+        sched="progressive|proxy",
     params:
         config=STUDENT["config"],
-        epochs=STAGE_EPOCHS,
+        epochs=stage_epochs,
         init=stage_init_flag,
         distill=stage_distill,
         flags=train_flags(),
     log:
-        "results/logs/progressive/{chain}.log",
+        "results/logs/{sched}/{chain}.log",
     resources:
         gpu=1,
     shell:

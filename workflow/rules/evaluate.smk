@@ -11,7 +11,7 @@ def teacher_meta(w):
 
 
 def student_meta(w):
-    """Describes a student model from its path, for the result tables."""
+    """Describes a student model from its path, for the result tables and BGS."""
     name = STUDENT.get("name", "student")
     if w.kind == "baseline":
         return json.dumps({"model": name, "method": "baseline", "teachers": ""})
@@ -19,8 +19,9 @@ def student_meta(w):
         teacher = w.path.split("/")[0]
         return json.dumps({"model": name, "method": "direct", "teachers": teacher})
     chain = w.path.split("/")
-    return json.dumps({"model": name, "method": "progressive", "teachers": " -> ".join(chain),
-                       "stage": len(chain)})
+    per_stage = STAGE_EPOCHS if w.kind == "progressive" else BGS_PROXY_EPOCHS
+    return json.dumps({"model": name, "method": w.kind, "teachers": " -> ".join(chain),
+                       "chain": chain, "stage": len(chain), "epochs": per_stage * len(chain)})
 
 
 rule evaluate_teacher:
@@ -47,7 +48,7 @@ rule evaluate_student:
     output:
         "results/{kind}/{path}/metrics_{split}.json",
     wildcard_constraints:
-        kind="baseline|direct|progressive",
+        kind="baseline|direct|progressive|proxy",
         path=CHAIN,
     params:
         config=STUDENT["config"],

@@ -1,13 +1,35 @@
-# Step 5: result tables.
+# Step 5: result tables (CSV, Markdown, LaTeX) and plots.
+TABLES = ["results/tables/main.csv", "results/tables/main.md", "results/tables/main.tex",
+          "results/plots/stages.png"] + (
+    ["results/tables/bgs_log.csv", "results/tables/bgs_cost.csv", "results/plots/bgs.png"]
+    if BGS_ON else [])
+
+
+def tables_bgs_flag(w, input):
+    return f"--bgs {input.bgs}" if "bgs" in input.keys() else ""
+
+
+def tables_inputs(w):
+    files = {"metrics": main_table_inputs()}
+    if BGS_ON:
+        files["bgs"] = "results/bgs/result.json"
+    return files
 
 
 rule tables:
     input:
-        main_table_inputs(),
+        unpack(tables_inputs),
     output:
-        csv=report("results/tables/main.csv", category="Results"),
-        md="results/tables/main.md",
+        report(TABLES[0], category="Results"),
+        TABLES[1:3],
+        report(TABLES[3], category="Plots"),
+        [report(f, category="BGS") for f in TABLES[4:]],
+    params:
+        bgs=tables_bgs_flag,
+        stage_epochs=STAGE_EPOCHS,
     log:
         "results/logs/tables.log",
+    localrule: True
     shell:
-        "mtpd tables --metrics {input} --out-dir results/tables > {log} 2>&1"
+        "mtpd tables --metrics {input.metrics} {params.bgs} --out-dir results "
+        "> {log} 2>&1"

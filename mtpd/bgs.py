@@ -1,0 +1,150 @@
+"""Backward Greedy Selection (BGS): which teachers to use, and in what order.
+
+Our reading of the paper's Algorithm 1 (documented in the README):
+
+1. The last stage is the target teacher (given, or the teacher with the best proxy-split AP).
+2. Work backwards. In each round, for every unused candidate c, the chain `[c] + order` is
+   trained with a short proxy schedule and scored with a proxy (higher is better).
+3. Prepend the best candidate if its score beats the current order's by at least `margin`;
+   otherwise stop. Also stop when the order has `max_stages` teachers or no candidate is left.
+
+This module is pure (no Snakemake, no torch): the DAG feeds it scores and writes its decisions
+as JSON. Chains are tuples of teacher names, first stage first.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+Chain = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoundDecision:
+    """The outcome of one BGS round."""
+
+    round: int
+    order: Chain                      # the order the round started from
+    order_score: float
+    candidates: dict[str, float]      # candidate -> proxy score of [candidate] + order
+    chosen: str | None                # prepended candidate, or None when BGS stops
+    new_order: Chain
+    stop: bool
+    reason: str
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["order"], d["new_order"] = list(self.order), list(self.new_order)
+        return d
+
+
+def candidates_for(pool: Sequence[str], order: Sequence[str]) -> list[str]:
+    """Unused teachers of the pool, in pool order."""
+    return [t for t in pool if t not in order]
+
+
+def candidate_chains(pool: Sequence[str], order: Sequence[str]) -> list[Chain]:
+    return [(c, *order) for c in candidates_for(pool, order)]
+
+
+def decide_round(round_index: int, pool: Sequence[str], order: Sequence[str],
+                 order_score: float, scores: Mapping[Chain, float], margin: float,
+                 max_stages: int) -> RoundDecision:
+    """One BGS round given proxy scores of the candidate chains.
+
+    Ties between candidates go to the one listed first in the pool (deterministic).
+    """
+    order = tuple(order)
+    cands = candidates_for(pool, order)
+    if len(order) >= max_stages:
+        return RoundDecision(round_index, order, order_score, {}, None, order, True,
+                             f"the order already has max_stages={max_stages} teachers")
+    if not cands:
+        return RoundDecision(round_index, order, order_score, {}, None, order, True,
+                             "no unused candidate is left")
+    missing = [(c, *order) for c in cands if (c, *order) not in scores]
+    if missing:
+        raise KeyError(f"BGS round {round_index} lacks proxy scores for chains {missing}")
+    cand_scores = {c: float(scores[(c, *order)]) for c in cands}
+    best = max(cands, key=lambda c: (cand_scores[c], -cands.index(c)))
+    gain = cand_scores[best] - order_score
+    if gain >= margin:
+        return RoundDecision(round_index, order, order_score, cand_scores, best,
+                             (best, *order), False,
+                             f"{best} improves the proxy by {gain:+.3f} >= margin {margin}")
+    return RoundDecision(round_index, order, order_score, cand_scores, None, order, True,
+                         f"best candidate {best} changes the proxy by {gain:+.3f} < margin "
+                         f"{margin}")
+
+
+def pick_target(proxy_ap: Mapping[str, float], pool: Sequence[str]) -> str:
+    """The teacher with the best proxy-split AP (ties: first in pool order)."""
+    return max(pool, key=lambda t: (proxy_ap[t], -list(pool).index(t)))
+
+
+def run_bgs(pool: Sequence[str], target: str, score: "ScoreFn", margin: float,
+            max_stages: int) -> list[RoundDecision]:
+    """The whole search with a scoring callback (for tests and offline use).
+
+    `score(chain)` returns the proxy score of a chain. The DAG runs the same rounds one
+    Snakemake checkpoint at a time instead.
+    """
+    order: Chain = (target,)
+    order_score = score(order)
+    decisions = []
+    for r in itertools.count(1):
+        chains = candidate_chains(pool, order) if len(order) < max_stages else []
+        d = decide_round(r, pool, order, order_score, {c: score(c) for c in chains}, margin,
+                         max_stages)
+        decisions.append(d)
+        if d.stop:
+            return decisions
+        order, order_score = d.new_order, d.candidates[d.chosen]
+
+
+class ScoreFn:  # pragma: no cover - typing helper
+    def __call__(self, chain: Chain) -> float: ...
+
+
+def exhaustive_chains(pool: Sequence[str], max_stages: int,
+                      target: str | None = None) -> list[Chain]:
+    """Every order of every subset of up to `max_stages` teachers (ending at `target` if given)."""
+    chains = []
+    for k in range(1, max_stages + 1):
+        for perm in itertools.permutations(pool, k):
+            if target is None or perm[-1] == target:
+                chains.append(tuple(perm))
+    return chains
+
+
+def prefixes(chain: Sequence[str]) -> list[Chain]:
+    return [tuple(chain[: i + 1]) for i in range(len(chain))]
+
+
+@dataclass
+class Cost:
+    """Stage trainings needed for a set of chains, with and without reusing shared prefixes."""
+
+    chains: int = 0
+    stages_without_reuse: int = 0
+    stages_with_reuse: int = 0
+    unique_stages: set = field(default_factory=set)
+
+
+def cost_of(chains: Iterable[Sequence[str]]) -> Cost:
+    c = Cost()
+    for chain in {tuple(ch) for ch in chains}:
+        c.chains += 1
+        c.stages_without_reuse += len(chain)
+        c.unique_stages.update(prefixes(chain))
+    c.stages_with_reuse = len(c.unique_stages)
+    return c
+
+
+def bgs_chains(decisions: Sequence[RoundDecision]) -> list[Chain]:
+    """Every chain a BGS run trained: the initial target chain and all candidate chains."""
+    chains: list[Chain] = [decisions[0].order] if decisions else []
+    for d in decisions:
+        chains += [(c, *d.order) for c in d.candidates]
+    return chains
