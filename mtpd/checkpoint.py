@@ -11,6 +11,7 @@ Two kinds of file exist:
 """
 from __future__ import annotations
 
+import pickle
 import shutil
 import urllib.parse
 import urllib.request
@@ -26,15 +27,35 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, unsafe or of the wrong kind; the message names it."""
 
 
+HISTORY_BUFFER_METHODS = ("min", "max", "current", "mean")
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """The only `getattr` an MMEngine checkpoint needs: HistoryBuffer's statistics methods
+    (pickled as `getattr(HistoryBuffer, 'mean')`). Anything else is refused."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if obj is HistoryBuffer and name in HISTORY_BUFFER_METHODS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f"refusing getattr({obj!r}, {name!r}) in a checkpoint")
+
+
 def mmengine_safe_globals() -> list[Any]:
-    """What MMEngine 0.10 puts in its checkpoints beyond tensors and builtins."""
+    """What MMEngine 0.10 puts in its checkpoints beyond tensors and builtins (measured with
+    `torch.serialization.get_unsafe_globals_in_checkpoint`), each under the name it is
+    pickled with. numpy 2 pickles `numpy._core.*`, numpy 1 `numpy.core.*`."""
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
 
-    dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32,
-                                                 np.bool_, np.uint8)]
-    return [HistoryBuffer, np.core.multiarray._reconstruct, np.core.multiarray.scalar,
-            np.ndarray, np.dtype, *dtype_classes]
+    core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed: list[Any] = [HistoryBuffer, np.ndarray, np.dtype,
+                          (_history_buffer_getattr, "builtins.getattr")]
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        allowed += [(core._reconstruct, f"{module}._reconstruct"),
+                    (core.scalar, f"{module}.scalar")]
+    allowed += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32,
+                                            np.bool_, np.uint8)]
+    return allowed
 
 
 _ALLOWED = False

@@ -131,3 +131,11 @@ def evaluate(model_config: str, checkpoint: str | Path, dataset: str | Path, out
     atomic_write_json(out, record)
     log.info("%s on %s: %s", checkpoint, split, json.dumps(metrics))
     return record
+
+
+if __name__ == "__main__":  # python -m mtpd.evaluate ... == mtpd evaluate ...
+    import sys
+
+    from mtpd.cli import main
+
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -182,7 +182,7 @@ def plot_bgs(log: pd.DataFrame, path: Path) -> None:
 
 def write_tables(metrics: list[str], out_dir: str | Path, bgs: str | None = None) -> None:
     out_dir = Path(out_dir)
-    df = load_metrics(metrics)
+    df = load_metrics([m for m in metrics if m != bgs])
     result = _read_json(bgs) if bgs else None
     main = main_table(df, result["order"] if result else None)
     write_table(main, out_dir / "tables", "main",

@@ -100,3 +100,11 @@ def student_config_text(cfg: Any) -> str:
     if d["model"].get("type") == "ProgressiveDistiller":
         d["model"] = d["model"]["student"]
     return Config(d).pretty_text
+
+
+if __name__ == "__main__":  # python -m mtpd.train ... == mtpd train ...
+    import sys
+
+    from mtpd.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -5,31 +5,23 @@ TABLES = ["results/tables/main.csv", "results/tables/main.md", "results/tables/m
     if BGS_ON else [])
 
 
-def tables_bgs_flag(w, input):
-    return f"--bgs {input.bgs}" if "bgs" in input.keys() else ""
-
-
 def tables_inputs(w):
-    files = {"metrics": main_table_inputs()}
-    if BGS_ON:
-        files["bgs"] = "results/bgs/result.json"
-    return files
+    return main_table_inputs() + bgs_outputs()
 
 
 rule tables:
     input:
-        unpack(tables_inputs),
+        tables_inputs,
     output:
         report(TABLES[0], category="Results"),
         TABLES[1:3],
         report(TABLES[3], category="Plots"),
         [report(f, category="BGS") for f in TABLES[4:]],
     params:
-        bgs=tables_bgs_flag,
-        stage_epochs=STAGE_EPOCHS,
+        bgs=" ".join(f"--bgs {f}" for f in bgs_outputs()),
     log:
         "results/logs/tables.log",
     localrule: True
     shell:
-        "mtpd tables --metrics {input.metrics} {params.bgs} --out-dir results "
+        "mtpd tables --metrics {input} {params.bgs} --out-dir results "
         "> {log} 2>&1"

@@ -1,6 +1,8 @@
-# A "1x"-shaped schedule in the paper's form (SGD, linear warm-up, steps at 2/3 and 11/12 of
-# training), sized for the small shapes data. `mtpd train --epochs N` rescales the epoch-based
-# milestones proportionally.
+# A "1x"-shaped schedule (linear warm-up, steps at 2/3 and 11/12 of training), sized for the
+# small shapes data. `mtpd train --epochs N` rescales the epoch-based milestones.
+# AdamW rather than the paper's SGD: the embedded default trains for a few hundred iterations
+# from crop-pretrained backbones, where SGD (lr 0.02) reached box AP 0.4 after 8 epochs and
+# AdamW 3.6-5.1 (measured on this data; see the README). COCO configs keep their own optimizer.
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=100)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
@@ -10,6 +12,6 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
     clip_grad=dict(max_norm=35, norm_type=2))
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+auto_scale_lr = dict(enable=False, base_batch_size=8)
