@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except USER_ERRORS as e:
+        if args.verbose:
+            raise
         print(f"mtpd {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

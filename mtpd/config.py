@@ -6,7 +6,6 @@ the dataset paths and classes (from a dataset manifest), `num_classes`, the numb
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +121,13 @@ def set_epochs(cfg: Config, epochs: int) -> None:
 
 
 def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
-                     work_dir: str | Path, train_split: str = "train",
+                     work_dir: str | Path | None = None, train_split: str = "train",
                      test_split: str | None = None, epochs: int | None = None,
                      seed: int = 0, pretrained_backbone: str | None = None,
                      batch_size: int | None = None, num_workers: int | None = None,
                      lr: float | None = None) -> Config:
     """The user's config, adapted to one mtpd job (see module docstring)."""
     cfg = load_config(model_config)
-    cfg = Config(copy.deepcopy(cfg._cfg_dict.to_dict()), filename=cfg.filename)
     if "model" not in cfg:
         raise ConfigError(f"{model_config} defines no 'model'")
     set_split(cfg, "train_dataloader", manifest, train_split)
@@ -156,7 +154,8 @@ def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
     cfg.val_dataloader = None
     cfg.val_cfg = None
     cfg.val_evaluator = None
-    cfg.work_dir = str(work_dir)
+    if work_dir is not None:
+        cfg.work_dir = str(work_dir)
     cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.default_hooks = cfg.get("default_hooks") or {}
     cfg.default_hooks["checkpoint"] = dict(type="CheckpointHook", interval=1, max_keep_ckpts=1,

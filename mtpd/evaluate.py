@@ -80,8 +80,7 @@ def predict(model_config: str, checkpoint: str | Path, manifest: DatasetManifest
     from mtpd.train import _register
 
     _register()
-    cfg = build_job_config(model_config, manifest, work_dir="/tmp/unused", test_split=split,
-                           num_workers=num_workers)
+    cfg = build_job_config(model_config, manifest, test_split=split, num_workers=num_workers)
     model = MODELS.build(cfg.model)
     ckpt = load_checkpoint_file(checkpoint)
     missing, unexpected = model.load_state_dict(state_dict_of(ckpt, checkpoint), strict=False)

@@ -137,26 +137,30 @@ def _save_figure(fig: Any, path: Path) -> None:
 
 
 def plot_stages(df: pd.DataFrame, path: Path) -> None:
-    """AP after each progressive stage, one line per teacher order, baselines as lines."""
+    """AP after each progressive stage (one line per teacher order); the student alone and
+    direct distillation as points at their epoch budget, in units of stages."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     prog = df[df["chain"].apply(lambda c: isinstance(c, list))]
-    finals = [c for c in prog["chain"] if not any(
-        isinstance(o, list) and len(o) > len(c) and o[: len(c)] == c for o in prog["chain"])]
+    ap = {tuple(c): a for c, a in zip(prog["chain"], prog["AP"])}
+    stage_epochs = min((e / len(c) for c, e in zip(prog["chain"], prog["epochs"])), default=None)
+    finals = [c for c in ap if not any(len(o) > len(c) and o[: len(c)] == c for o in ap)]
     for chain in finals:
-        pts = [(i + 1, prog[prog["chain"].apply(lambda c: c == chain[: i + 1])]["AP"].iloc[0])
-               for i in range(len(chain))
-               if (prog["chain"].apply(lambda c: c == chain[: i + 1])).any()]
-        ax.plot([0] + [p[0] for p in pts], [None] + [p[1] for p in pts], marker="o",
-                label=" -> ".join(chain))
-    for _, row in df[df["method"] == "baseline"].iterrows():
-        ax.axhline(row["AP"], ls="--", lw=1, color="grey")
-        ax.text(0.05, row["AP"], f"student alone, {row['epochs']} ep", fontsize=7, va="bottom")
-    ax.set_xlabel("stage")
+        xs = [i + 1 for i in range(len(chain)) if chain[: i + 1] in ap]
+        ax.plot(xs, [ap[chain[: x]] for x in xs], marker="o", label=" -> ".join(chain))
+    if stage_epochs:
+        for method, marker in (("baseline", "s"), ("direct", "^")):
+            rows = df[df["method"] == method]
+            for _, row in rows.iterrows():
+                label = "student alone" if method == "baseline" else f"direct {row['teachers']}"
+                ax.scatter(row["epochs"] / stage_epochs, row["AP"], marker=marker, color="grey")
+                ax.annotate(label, (row["epochs"] / stage_epochs, row["AP"]), fontsize=7,
+                            xytext=(4, -8), textcoords="offset points")
+    ax.set_xlabel("stage (epochs / epochs per stage)")
     ax.set_ylabel("box AP")
     ax.set_title("AP after each progressive stage")
     ax.legend(fontsize=7)
