@@ -178,6 +178,7 @@ def plot_bgs(log: pd.DataFrame, path: Path) -> None:
         ax.scatter(row["round"], row["proxy_score"], color="C1" if row["chosen"] else "C0")
         ax.annotate(row["candidate"], (row["round"], row["proxy_score"]), fontsize=7,
                     xytext=(4, 2), textcoords="offset points")
+    ax.set_xticks(sorted(set(log["round"])))
     ax.set_xlabel("BGS round (0 = target alone)")
     ax.set_ylabel("proxy score")
     ax.set_title("Backward Greedy Selection: candidates per round (orange = chosen)")
