@@ -13,7 +13,8 @@ from mtpd.bgs import (Chain, bgs_chains, cost_of, decide_round, exhaustive_chain
                       pick_target, RoundDecision)
 from mtpd.io import atomic_write_json
 
-PROXIES = {"box_ap": "AP"}
+# proxy name -> metrics key (higher is better)
+PROXIES = {"box_ap": "AP", "feature_loss": "neg_feature_loss"}
 
 
 def _read(path: str | Path) -> dict[str, Any]:
@@ -34,6 +35,9 @@ def chain_scores(metrics: list[str], proxy: str) -> dict[Chain, float]:
         if rec.get("split") in ("val", "test"):
             raise ValueError(f"{path} was evaluated on '{rec['split']}'; BGS must only see the "
                              "proxy split carved from the training data")
+        if key not in rec:
+            raise ValueError(f"{path} has no '{key}' for the '{proxy}' proxy; re-run its "
+                             "training and evaluation")
         scores[tuple(rec["chain"])] = float(rec[key])
     return scores
 
@@ -42,9 +46,9 @@ def write_target(pool: list[str], target: str, teacher_metrics: list[str], proxy
                  out: str) -> str:
     """Fixes the last stage: the configured teacher, or the one with the best proxy AP."""
     ap = {}
-    for path in teacher_metrics:
+    for path in teacher_metrics:  # teachers are ranked by their box AP on the proxy split
         rec = _read(path)
-        ap[rec["model"]] = float(rec[PROXIES[proxy]])
+        ap[rec["model"]] = float(rec["AP"])
     if target == "best":
         missing = [t for t in pool if t not in ap]
         if missing:

@@ -75,7 +75,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     train(a.config, a.dataset, a.out, epochs=a.epochs, seed=a.seed, split=a.split,
           pretrained_backbone=a.pretrained_backbone, init_checkpoint=a.init,
           distill=a.distill, batch_size=a.batch_size, num_workers=a.num_workers, lr=a.lr,
-          meta=a.meta)
+          meta=a.meta, feature_loss_split=a.feature_loss_split)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -212,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-workers", type=int)
     s.add_argument("--lr", type=float)
     s.add_argument("--meta", type=_json_arg, help="extra metadata to store, JSON")
+    s.add_argument("--feature-loss-split",
+                   help="after a distillation stage, store its mean distillation loss on this "
+                        "split (BGS's feature proxy)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="COCO AP of a checkpoint on a split")

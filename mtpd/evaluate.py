@@ -125,6 +125,9 @@ def evaluate(model_config: str, checkpoint: str | Path, dataset: str | Path, out
               "seconds_per_image": round(sec_per_img, 5),
               "epochs": meta.get("epochs"), "train_seconds": meta.get("train_seconds"),
               "seed": meta.get("seed"), **(extra or {})}
+    if meta.get("feature_loss") is not None and meta.get("feature_loss_split") == split:
+        record["feature_loss"] = meta["feature_loss"]
+        record["neg_feature_loss"] = -meta["feature_loss"]  # higher is better, like AP
     if predictions:
         atomic_write_json(predictions, {"bbox": bbox_res, "segm": segm_res})
     atomic_write_json(out, record)

@@ -37,12 +37,14 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
           seed: int = 0, split: str = "train", pretrained_backbone: str | None = None,
           init_checkpoint: str | None = None, distill: dict[str, Any] | None = None,
           batch_size: int | None = None, num_workers: int | None = None,
-          lr: float | None = None, meta: dict[str, Any] | None = None) -> Path:
+          lr: float | None = None, meta: dict[str, Any] | None = None,
+          feature_loss_split: str | None = None) -> Path:
     """Trains and writes a model checkpoint at `out`; returns `out`.
 
     `distill` (optional) makes this a distillation stage: see `mtpd.distill.build_distiller_cfg`.
     `init_checkpoint` starts the student from a previous stage's weights with a fresh optimizer
-    and schedule.
+    and schedule. With `feature_loss_split` (distillation only), the trained stage's mean
+    distillation loss on that split is stored in the checkpoint's meta (BGS's feature proxy).
     """
     from mmengine.runner import Runner
 
@@ -75,6 +77,13 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
     runner.train()
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     student = getattr(model, "student", model)
+    config_text = student_config_text(cfg)
+    feature_loss = None
+    if distill is not None and feature_loss_split:
+        from mtpd.config import set_split
+
+        set_split(cfg, "test_dataloader", manifest, feature_loss_split)
+        feature_loss = model.mean_distill_loss(Runner.build_dataloader(cfg.test_dataloader))
     info = {
         "mtpd": {
             "config": str(model_config), "dataset": str(dataset), "split": split,
@@ -83,10 +92,11 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
             "distill": to_plain(distill) if distill else None,
             "train_seconds": runner.message_hub.get_info("mtpd_train_seconds", 0.0),
             "resumed": resumable, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "feature_loss": feature_loss, "feature_loss_split": feature_loss_split,
             **(meta or {}),
         },
         "dataset_meta": {"classes": list(manifest.classes)},
-        "config_text": student_config_text(cfg),
+        "config_text": config_text,
     }
     save_model_checkpoint(out, student.state_dict(), info)
     return out

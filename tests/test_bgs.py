@@ -77,3 +77,23 @@ def test_cost_accounting_prefix_reuse():
     ex = exhaustive_chains(POOL, 3, target="t")
     assert len(ex) == 1 + 3 + 6 and all(ch[-1] == "t" for ch in ex)
     assert len(exhaustive_chains(POOL, 2)) == 4 + 12
+
+
+def test_proxy_scores_from_metrics_files(tmp_path):
+    import json
+
+    from mtpd.bgs_cli import chain_scores
+
+    files = []
+    for chain, ap, fl in ((["t"], 3.0, 2.0), (["a", "t"], 4.0, 2.5)):
+        p = tmp_path / f"{'_'.join(chain)}.json"
+        p.write_text(json.dumps({"split": "proxy", "chain": chain, "AP": ap,
+                                 "feature_loss": fl, "neg_feature_loss": -fl}))
+        files.append(str(p))
+    assert chain_scores(files, "box_ap") == {("t",): 3.0, ("a", "t"): 4.0}
+    # lower feature loss is better: scores are its negation
+    assert chain_scores(files, "feature_loss") == {("t",): -2.0, ("a", "t"): -2.5}
+    bad = tmp_path / "val.json"
+    bad.write_text(json.dumps({"split": "val", "chain": ["t"], "AP": 9.0}))
+    with pytest.raises(ValueError, match="evaluated on 'val'"):
+        chain_scores([str(bad)], "box_ap")

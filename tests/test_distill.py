@@ -147,9 +147,11 @@ def test_swin_teacher_at_own_resolution_stage(tmp_path, shapes_data):
     ckpt = _random_teacher(tmp_path, SWIN, manifest)
     out = tmp_path / "stage1.pth"
     train(STUDENT, shapes_data, out, epochs=1, batch_size=8, num_workers=0,
-          distill={"teacher_config": SWIN, "teacher_checkpoint": ckpt})
+          distill={"teacher_config": SWIN, "teacher_checkpoint": ckpt},
+          feature_loss_split="proxy")
     meta = load_checkpoint_file(out)["meta"]["mtpd"]
     assert meta["distill"]["teacher_config"] == SWIN
+    assert meta["feature_loss"] > 0 and meta["feature_loss_split"] == "proxy"
     sd = load_checkpoint_file(out)["state_dict"]
     assert not any(k.startswith(("teacher", "adapters", "losses")) for k in sd)
     # stage 2 starts from stage 1's student with a fresh optimizer and schedule

@@ -137,7 +137,15 @@ class ProgressiveDistiller(BaseModel):
         t_feats = self.teacher_features(inputs)
         with self.recorder:
             student_losses = self.student.loss(inputs, data_samples)
-        s_feats = list(self.recorder.output)
+        distill = self.distill_loss(inputs, list(self.recorder.output), t_feats, data_samples)
+        losses = {f"student.{k}": v for k, v in student_losses.items()}
+        losses[f"distill.loss_{self.losses[0].__class__.__name__}"] = distill
+        losses["distill.ratio"] = (distill / _total(student_losses).clamp(min=1e-8)).detach()
+        return losses
+
+    def distill_loss(self, inputs: torch.Tensor, s_feats: list[torch.Tensor],
+                     t_feats: list[torch.Tensor], data_samples: list) -> torch.Tensor:
+        """Sum over the distilled student levels of loss(adapter(student), aligned teacher)."""
         # Both cover the same image, so strides in student pixels are input height / map height.
         h_in = inputs.shape[-2]
         match = match_levels([h_in / f.shape[-2] for f in s_feats],
@@ -149,12 +157,27 @@ class ProgressiveDistiller(BaseModel):
             s = self.adapters[i](s_feats[i])
             t = resize_to(t_feats[match[i]], s.shape[-2:])
             distill = distill + self.losses[i](s, t, boxes=boxes, img_shapes=shapes)
-        losses = {f"student.{k}": v for k, v in student_losses.items()}
-        detection = _total(student_losses)
-        losses[f"distill.loss_{self.losses[0].__class__.__name__}"] = distill
-        losses["distill.ratio"] = (distill / detection.clamp(min=1e-8)).detach()
-        return losses
+        return distill
 
+    @torch.no_grad()
+    def mean_distill_loss(self, batches: Any) -> float:
+        """The distillation loss averaged over batches, all in eval mode: BGS's feature proxy
+        (how well the student, through its adapters, matches this stage's teacher)."""
+        was_training = self.training
+        self.eval()
+        total, n = 0.0, 0
+        try:
+            for batch in batches:
+                data = self.data_preprocessor(batch, False)
+                inputs = data["inputs"]
+                s_feats = list(self.student.extract_feat(inputs))
+                loss = self.distill_loss(inputs, s_feats, self.teacher_features(inputs),
+                                         data["data_samples"])
+                total += float(loss) * len(inputs)
+                n += len(inputs)
+        finally:
+            self.train(was_training)
+        return total / max(n, 1)
 
 def _total(losses: dict[str, Any]) -> torch.Tensor:
     """Sum of the entries MMEngine would sum (keys containing 'loss'; values or lists)."""

@@ -33,6 +33,11 @@ def stage_epochs(w):
     return STAGE_EPOCHS if w.sched == "progressive" else BGS_PROXY_EPOCHS
 
 
+def stage_extra(w):
+    """Proxy chains also record their distillation loss on the proxy split (feature proxy)."""
+    return f"--feature-loss-split {BGS_SPLIT}" if w.sched == "proxy" else ""
+
+
 def stage_distill(w):
     return distill_settings(stage_parts(w)[-1])
 
@@ -78,6 +83,7 @@ rule distill_stage:
         epochs=stage_epochs,
         init=stage_init_flag,
         distill=stage_distill,
+        extra=stage_extra,
         flags=train_flags(),
     log:
         "results/logs/{sched}/{chain}.log",
@@ -85,8 +91,8 @@ rule distill_stage:
         gpu=1,
     shell:
         "mtpd train --config {params.config} --dataset {input.data} --out {output} "
-        "--epochs {params.epochs} {params.init} --distill {params.distill:q} {params.flags} "
-        "> {log} 2>&1"
+        "--epochs {params.epochs} {params.init} --distill {params.distill:q} {params.extra} "
+        "{params.flags} > {log} 2>&1"
 
 
 rule distill_direct:
