@@ -199,3 +199,10 @@ def write_tables(metrics: list[str], out_dir: str | Path, bgs: str | None = None
         write_table(cost, out_dir / "tables", "bgs_cost",
                     "Stage trainings: BGS vs exhaustive search")
         plot_bgs(log, out_dir / "plots" / "bgs.png")
+        if result.get("exhaustive"):
+            ranked = pd.DataFrame([{"rank": i + 1, "chain": " -> ".join(r["chain"]),
+                                    "proxy_score": r["score"],
+                                    "bgs_order": r["chain"] == result["order"]}
+                                   for i, r in enumerate(result["exhaustive"]["scores"])])
+            write_table(ranked, out_dir / "tables", "bgs_exhaustive",
+                        "Exhaustive search on the same proxy (BGS's order marked)")

@@ -80,11 +80,17 @@ def test_tiny_end_to_end(tmp_path):
         ["t_r18", "t_r34_a", "t_r34_b"])
     # prefix reuse: rounds trained t_r34_b, [c, t_r34_b] for 2 candidates, and one 3-chain
     # whose first stage was already trained in round 1 -> 7 stage trainings instead of 8
-    proxy_models = sorted(p.relative_to(res / "proxy").parent.as_posix()
-                          for p in (res / "proxy").rglob("model.pth"))
-    assert len(proxy_models) == 7, proxy_models
     assert result["cost"]["bgs_stage_trainings_with_reuse"] == 7
     assert result["cost"]["bgs_stage_trainings_without_reuse"] == 8
+    # exhaustive mode adds the other 3-chain: 9 distinct stages (11 without reuse), each
+    # trained exactly once on disk although BGS and exhaustive search share most of them
+    assert result["cost"]["exhaustive_stage_trainings_with_reuse"] == 9
+    assert result["cost"]["exhaustive_stage_trainings_without_reuse"] == 11
+    proxy_models = sorted(p.relative_to(res / "proxy").parent.as_posix()
+                          for p in (res / "proxy").rglob("model.pth"))
+    assert len(proxy_models) == 9, proxy_models
+    ranked = pd.read_csv(res / "tables/bgs_exhaustive.csv")
+    assert len(ranked) == 5 and ranked["bgs_order"].sum() == 1
     # proxy models are scored on the proxy split only
     for p in (res / "proxy").rglob("metrics_*.json"):
         assert p.name == "metrics_proxy.json"

@@ -2,7 +2,7 @@
 TABLES = ["results/tables/main.csv", "results/tables/main.md", "results/tables/main.tex",
           "results/plots/stages.png"] + (
     ["results/tables/bgs_log.csv", "results/tables/bgs_cost.csv", "results/plots/bgs.png"]
-    if BGS_ON else [])
+    if BGS_ON else []) + (["results/tables/bgs_exhaustive.csv"] if BGS_ON and BGS_EXHAUSTIVE else [])
 
 
 def tables_inputs(w):
