@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 Chain = tuple[str, ...]
 
@@ -83,7 +83,7 @@ def pick_target(proxy_ap: Mapping[str, float], pool: Sequence[str]) -> str:
     return max(pool, key=lambda t: (proxy_ap[t], -list(pool).index(t)))
 
 
-def run_bgs(pool: Sequence[str], target: str, score: "ScoreFn", margin: float,
+def run_bgs(pool: Sequence[str], target: str, score: Callable[[Chain], float], margin: float,
             max_stages: int) -> list[RoundDecision]:
     """The whole search with a scoring callback (for tests and offline use).
 
@@ -101,10 +101,6 @@ def run_bgs(pool: Sequence[str], target: str, score: "ScoreFn", margin: float,
         if d.stop:
             return decisions
         order, order_score = d.new_order, d.candidates[d.chosen]
-
-
-class ScoreFn:  # pragma: no cover - typing helper
-    def __call__(self, chain: Chain) -> float: ...
 
 
 def exhaustive_chains(pool: Sequence[str], max_stages: int,
