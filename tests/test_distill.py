@@ -180,3 +180,16 @@ def test_exported_student_loads_in_plain_mmdetection(tmp_path, shapes_data):
     assert model.dataset_meta["classes"] == list(manifest.classes)
     sd = model.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in ckpt["state_dict"].items())
+
+
+def test_inherit_neck_head_only_when_shapes_match(tmp_path, shapes_data):
+    """Off by default; on, stage 1 copies the teacher's neck and head, and a different
+    architecture is refused instead of silently half-copied."""
+    model, _ = _distiller(tmp_path, shapes_data, teacher_config=STUDENT)
+    assert not torch.equal(model.student.neck.fpn_convs[0].conv.weight,
+                           model.teacher.neck.fpn_convs[0].conv.weight)
+    model, _ = _distiller(tmp_path, shapes_data, teacher_config=STUDENT, inherit_neck_head=True)
+    for name in ("neck.fpn_convs.0.conv.weight", "bbox_head.retina_cls.weight"):
+        assert torch.equal(model.student.state_dict()[name], model.teacher.state_dict()[name])
+    with pytest.raises(ValueError, match="inherit_neck_head needs the same neck and head"):
+        _distiller(tmp_path, shapes_data, inherit_neck_head=True)
