@@ -107,10 +107,6 @@ def save_model_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor],
         torch.save({"state_dict": sd, "meta": meta}, tmp)
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    return load_checkpoint_file(path).get("meta", {}) or {}
-
-
 def fetch_checkpoint(source: str, out: str | Path, sha256: str | None) -> Path:
     """Obtains a teacher checkpoint from a URL or local path, checks its sha256, and stores it.
 
