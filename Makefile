@@ -4,7 +4,7 @@ CONFIG ?= config/config.yaml
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test tiny bench
+.PHONY: setup demo test lint tiny bench
 
 setup:
 	bash setup.sh
@@ -15,5 +15,10 @@ demo: setup  ## the whole DAG on the embedded default (results/tables/)
 tiny: setup  ## a smoke run of the whole DAG (a few minutes)
 	snakemake --cores $(CORES) --configfile config/tiny.yaml --rerun-incomplete
 
-test: setup  ## the test suite
+lint: setup  ## ruff, snakefmt --check and snakemake --lint (see tests/lint_workflow.py)
+	ruff check mtpd tests benchmarks
+	snakefmt --check workflow
+	python tests/lint_workflow.py
+
+test: setup lint  ## the linters, then the test suite
 	python -m pytest -q $(PYTEST_ARGS)

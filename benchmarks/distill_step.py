@@ -41,15 +41,17 @@ def main() -> None:
     from mmengine.runner import Runner
 
     from mtpd.checkpoint import save_model_checkpoint
-    from mtpd.config import build_job_config
+    from mtpd import register_all_modules
     from mtpd.data.manifest import DatasetManifest
     from mtpd.data.shapes import ShapesSpec, generate
     from mtpd.distill import build_distiller_cfg
-    from mtpd.train import _register, train
+    from mtpd.model_config import build_job_config
+    from mtpd.train import train
 
-    _register()
+    register_all_modules()
     tmp = Path(tempfile.mkdtemp(prefix="mtpd-bench-"))
-    data = generate(tmp / "data", ShapesSpec(num_train=64, num_proxy=0, num_val=8)) / "dataset.json"
+    spec = ShapesSpec.from_settings(num_train=64, num_proxy=0, num_val=8)
+    data = generate(tmp / "data", spec) / "dataset.json"
     manifest = DatasetManifest.load(data)
     cfg = build_job_config(a.student, manifest, work_dir=tmp / "w", num_workers=0,
                            batch_size=a.batch_size)
@@ -87,7 +89,7 @@ def main() -> None:
     t_teacher = _time(lambda: distiller.teacher_features(inputs), a.repeats)
 
     out = tmp / "student.pth"
-    train(a.student, data, out, epochs=1, batch_size=a.batch_size, num_workers=0,
+    train(a.student, data, out, epochs=1, seed=0, batch_size=a.batch_size, num_workers=0,
           distill={"teacher_config": a.teacher, "teacher_checkpoint": str(tmp / "teacher.pth")})
     resume = next((out.parent / (out.name + ".work")).glob("epoch_*.pth"))
     print(f"device: cpu ({torch.get_num_threads()} threads), batch {a.batch_size}, "

@@ -5,7 +5,7 @@ Our reading of the paper's Algorithm 1 (documented in the README):
 1. The last stage is the target teacher (given, or the teacher with the best proxy-split AP).
 2. Work backwards. In each round, for every unused candidate c, the chain `[c] + order` is
    trained with a short proxy schedule and scored with a proxy (higher is better).
-3. Prepend the best candidate if its score beats the current order's by at least `margin`;
+3. Prepend the best candidate if its score beats the current order's by more than `margin`;
    otherwise stop. Also stop when the order has `max_stages` teachers or no candidate is left.
 
 This module is pure (no Snakemake, no torch): the DAG feeds it scores and writes its decisions
@@ -15,9 +15,22 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-Chain = tuple[str, ...]
+from mtpd.layout import Chain, stage_prefixes
+
+# Split names that always mean evaluation data, whatever the config calls its evaluation split.
+EVALUATION_SPLITS = ("val", "test", "val2017", "test2017", "test-dev")
+
+
+def proxy_split_problem(split: str, evaluation_split: str) -> str | None:
+    """Why BGS may not score on `split`, or None. The one check that keeps BGS off the
+    evaluation data: used when the config is validated and again on every metrics file BGS
+    reads."""
+    if split == evaluation_split or split in EVALUATION_SPLITS:
+        return (f"'{split}' is an evaluation split; BGS must choose on a split carved from the "
+                "training data (e.g. 'proxy')")
+    return None
 
 
 @dataclass(frozen=True)
@@ -69,13 +82,13 @@ def decide_round(round_index: int, pool: Sequence[str], order: Sequence[str],
     cand_scores = {c: float(scores[(c, *order)]) for c in cands}
     best = max(cands, key=lambda c: (cand_scores[c], -cands.index(c)))
     gain = cand_scores[best] - order_score
-    if gain >= margin:
+    if gain > margin:
         return RoundDecision(round_index, order, order_score, cand_scores, best,
                              (best, *order), False,
-                             f"{best} improves the proxy by {gain:+.3f} >= margin {margin}")
+                             f"{best} improves the proxy by {gain:+.3f} > margin {margin}")
     return RoundDecision(round_index, order, order_score, cand_scores, None, order, True,
-                         f"best candidate {best} changes the proxy by {gain:+.3f} < margin "
-                         f"{margin}")
+                         f"best candidate {best} changes the proxy by {gain:+.3f}, not more "
+                         f"than margin {margin}")
 
 
 def pick_target(proxy_ap: Mapping[str, float], pool: Sequence[str]) -> str:
@@ -114,10 +127,6 @@ def exhaustive_chains(pool: Sequence[str], max_stages: int,
     return chains
 
 
-def prefixes(chain: Sequence[str]) -> list[Chain]:
-    return [tuple(chain[: i + 1]) for i in range(len(chain))]
-
-
 @dataclass
 class Cost:
     """Stage trainings needed for a set of chains, with and without reusing shared prefixes."""
@@ -133,7 +142,7 @@ def cost_of(chains: Iterable[Sequence[str]]) -> Cost:
     for chain in {tuple(ch) for ch in chains}:
         c.chains += 1
         c.stages_without_reuse += len(chain)
-        c.unique_stages.update(prefixes(chain))
+        c.unique_stages.update(stage_prefixes(chain))
     c.stages_with_reuse = len(c.unique_stages)
     return c
 

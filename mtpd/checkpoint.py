@@ -20,12 +20,11 @@ from typing import Any
 
 import torch
 
+from mtpd.errors import CheckpointError
 from mtpd.io import atomic_path, sha256sum
 
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, unsafe or of the wrong kind; the message names it."""
-
+__all__ = ["CheckpointError", "allow_mmengine_checkpoints", "fetch_checkpoint",
+           "load_checkpoint_file", "save_model_checkpoint", "state_dict_of"]
 
 HISTORY_BUFFER_METHODS = ("min", "max", "current", "mean")
 
@@ -118,7 +117,7 @@ def fetch_checkpoint(source: str, out: str | Path, sha256: str | None) -> Path:
     with atomic_path(out) as tmp:
         if parsed.scheme in ("http", "https", "ftp"):
             try:
-                urllib.request.urlretrieve(source, tmp)  # noqa: S310 (user-given URL)
+                urllib.request.urlretrieve(source, tmp)
             except OSError as e:
                 raise CheckpointError(f"could not download {source}: {e}") from e
         else:

@@ -1,4 +1,10 @@
-"""`mtpd` command line: one small entry point per pipeline step, each called by one rule."""
+"""`mtpd` command line: one small entry point per pipeline step, each called by one rule.
+
+Every command ends, on failure, with one line on stderr naming the problem (file, key or value
+and how to fix it) and a non-zero exit code; `--debug` shows the traceback instead. Modules
+are imported inside the commands, so the cheap local steps (`mtpd bgs`, `mtpd tables`) never
+import torch.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,20 +12,19 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from mtpd.checkpoint import CheckpointError
-from mtpd.config import ConfigError
-from mtpd.data.manifest import ManifestError
-
-USER_ERRORS = (ManifestError, ConfigError, CheckpointError, FileNotFoundError, ValueError)
+from mtpd.errors import MtpdError
 
 
 def _json_arg(text: str) -> dict:
     """A JSON object given inline or as @file."""
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text()
     try:
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text()
         value = json.loads(text)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {e.strerror}") from e
     except json.JSONDecodeError as e:
         raise argparse.ArgumentTypeError(f"not a JSON object: {e}") from e
     if not isinstance(value, dict):
@@ -27,26 +32,37 @@ def _json_arg(text: str) -> dict:
     return value
 
 
+def _names(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def _default(key: str, value: Any) -> Any:
+    """A value given on the command line, else the pipeline schema's default for `key`."""
+    if value is not None:
+        return value
+    from mtpd.pipeline_config import default
+
+    return default(key)
+
+
 def cmd_data_shapes(a: argparse.Namespace) -> None:
     from mtpd.data.shapes import ShapesSpec, generate
 
-    spec = ShapesSpec(num_train=a.num_train, num_proxy=a.num_proxy, num_val=a.num_val,
-                      image_size=a.image_size, max_objects=a.max_objects, min_size=a.min_size,
-                      shapes=tuple(a.shapes.split(",")), textures=tuple(a.textures.split(",")),
-                      seed=a.seed)
-    generate(a.out, spec)
+    given = {k: getattr(a, k) for k in ShapesSpec.SETTINGS if getattr(a, k) is not None}
+    generate(a.out, ShapesSpec.from_settings(**given))
     print(f"wrote {a.out}/dataset.json")
 
 
 def cmd_data_manifest(a: argparse.Namespace) -> None:
     from mtpd.data.manifest import DatasetManifest, write_manifest
+    from mtpd.errors import DatasetError
 
     splits = {}
     for item in a.split:
         try:
             name, ann, img = item.split(":", 2)
         except ValueError:
-            raise ValueError(f"--split '{item}' must be NAME:ANN_FILE:IMG_DIR") from None
+            raise DatasetError(f"--split '{item}' must be NAME:ANN_FILE:IMG_DIR") from None
         splits[name] = {"ann_file": ann, "img_dir": img}
     write_manifest(a.out, a.name, a.data_root, splits)
     m = DatasetManifest.load(a.out)
@@ -58,8 +74,9 @@ def cmd_data_manifest(a: argparse.Namespace) -> None:
 def cmd_pretrain(a: argparse.Namespace) -> None:
     from mtpd.pretrain import pretrain_backbone
 
-    pretrain_backbone(a.config, a.dataset, a.out, epochs=a.epochs, crop_size=a.crop_size,
-                      seed=a.seed)
+    pretrain_backbone(a.config, a.dataset, a.out, epochs=_default("pretrain.epochs", a.epochs),
+                      crop_size=_default("pretrain.crop_size", a.crop_size),
+                      seed=_default("pretrain.seed", a.seed))
 
 
 def cmd_fetch(a: argparse.Namespace) -> None:
@@ -72,109 +89,113 @@ def cmd_fetch(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from mtpd.train import train
 
-    train(a.config, a.dataset, a.out, epochs=a.epochs, seed=a.seed, split=a.split,
-          pretrained_backbone=a.pretrained_backbone, init_checkpoint=a.init,
-          distill=a.distill, batch_size=a.batch_size, num_workers=a.num_workers, lr=a.lr,
-          meta=a.meta, feature_loss_split=a.feature_loss_split)
+    train(a.config, a.dataset, a.out, epochs=a.epochs,
+          seed=a.seed if a.seed is not None else _default("train.seeds", None)[0],
+          split=a.split, pretrained_backbone=a.pretrained_backbone, init_checkpoint=a.init,
+          distill=a.distill, batch_size=a.batch_size, num_workers=a.num_workers,
+          feature_loss_split=a.feature_loss_split)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from mtpd.evaluate import evaluate
 
-    rec = evaluate(a.config, a.checkpoint, a.dataset, a.out, split=a.split,
-                   predictions=a.predictions, num_workers=a.num_workers, extra=a.meta)
+    rec = evaluate(a.config, a.checkpoint, a.dataset, a.out,
+                   split=_default("evaluation.split", a.split), predictions=a.predictions,
+                   num_workers=a.num_workers)
     print(json.dumps({k: rec[k] for k in rec if "AP" in k}))
 
 
 def cmd_tables(a: argparse.Namespace) -> None:
     from mtpd.tables import write_tables
 
-    write_tables(a.metrics, a.out_dir, bgs=a.bgs)
+    for path in a.paths:
+        done = write_tables(path)
+        print(f"wrote the tables of {', '.join(str(p) for p in done)}")
 
 
-def _names(text: str) -> list[str]:
-    return [t for t in text.split(",") if t]
+def cmd_record(a: argparse.Namespace) -> None:
+    from mtpd.io import atomic_write_json
+
+    atomic_write_json(a.out, a.json)
 
 
 def cmd_bgs_target(a: argparse.Namespace) -> None:
-    from mtpd.bgs_cli import write_target
+    from mtpd.bgs_steps import write_target
 
-    print(write_target(_names(a.pool), a.target, a.metrics, a.proxy, a.out))
+    print(write_target(_names(a.pool), a.target, a.metrics, a.evaluation_split, a.out))
 
 
 def cmd_bgs_round(a: argparse.Namespace) -> None:
-    from mtpd.bgs_cli import write_round
+    from mtpd.bgs_steps import write_round
 
-    d = write_round(a.round, _names(a.pool), a.previous, a.metrics or [], a.proxy, a.margin,
-                    a.max_stages, a.out)
+    d = write_round(a.round, _names(a.pool), a.previous, a.metrics, a.proxy, a.margin,
+                    a.max_stages, a.evaluation_split, a.out)
     print(d.reason)
 
 
 def cmd_bgs_result(a: argparse.Namespace) -> None:
-    from mtpd.bgs_cli import write_result
+    from mtpd.bgs_steps import write_result
 
     r = write_result(a.rounds, _names(a.pool), a.max_stages, a.out, a.exhaustive)
     print(" -> ".join(r["order"]))
 
 
 def cmd_bgs_exhaustive(a: argparse.Namespace) -> None:
-    from mtpd.bgs_cli import write_exhaustive
+    from mtpd.bgs_steps import write_exhaustive
 
-    print(write_exhaustive(a.metrics, a.proxy, a.out)["best"])
+    print(write_exhaustive(a.metrics, a.proxy, a.evaluation_split, a.out)["best"])
 
 
 def _bgs_parsers(sub: argparse._SubParsersAction) -> None:
     bgs = sub.add_parser("bgs", help="Backward Greedy Selection steps").add_subparsers(
         dest="bgs_command", required=True)
-    s = bgs.add_parser("target", help="fix the last stage's teacher")
+
+    def step(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        s = bgs.add_parser(name, help=help)
+        s.add_argument("--out", required=True)
+        s.set_defaults(func=func)
+        return s
+
+    s = step("target", "fix the last stage's teacher", cmd_bgs_target)
     s.add_argument("--pool", required=True, help="comma-separated teacher names")
     s.add_argument("--target", required=True, help="a teacher name, or 'best'")
     s.add_argument("--metrics", nargs="*", default=[], help="teachers' proxy-split metrics")
-    s.add_argument("--proxy", default="box_ap")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_bgs_target)
-    s = bgs.add_parser("round", help="one round: prepend the best candidate or stop")
+    s.add_argument("--evaluation-split", required=True, help="never scored by BGS")
+    s = step("round", "one round: prepend the best candidate or stop", cmd_bgs_round)
     s.add_argument("--round", type=int, required=True)
     s.add_argument("--pool", required=True)
     s.add_argument("--previous", required=True, help="target JSON (round 1) or previous round")
-    s.add_argument("--metrics", nargs="*", help="proxy metrics of this round's chains")
-    s.add_argument("--proxy", default="box_ap")
-    s.add_argument("--margin", type=float, default=0.0)
+    s.add_argument("--metrics", nargs="*", default=[], help="proxy metrics of its chains")
+    s.add_argument("--proxy", required=True, choices=["box_ap", "feature_loss"])
+    s.add_argument("--margin", type=float, required=True)
     s.add_argument("--max-stages", type=int, required=True)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_bgs_round)
-    s = bgs.add_parser("result", help="the chosen order, the round log and the search cost")
+    s.add_argument("--evaluation-split", required=True)
+    s = step("result", "the chosen order, the round log and the search cost", cmd_bgs_result)
     s.add_argument("--rounds", nargs="+", required=True)
     s.add_argument("--pool", required=True)
     s.add_argument("--max-stages", type=int, required=True)
-    s.add_argument("--exhaustive")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_bgs_result)
-    s = bgs.add_parser("exhaustive", help="rank every scored chain")
+    s.add_argument("--exhaustive", help="the exhaustive ranking to include")
+    s = step("exhaustive", "rank every scored chain", cmd_bgs_exhaustive)
     s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--proxy", default="box_ap")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_bgs_exhaustive)
+    s.add_argument("--proxy", required=True, choices=["box_ap", "feature_loss"])
+    s.add_argument("--evaluation-split", required=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtpd", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p = argparse.ArgumentParser(prog="mtpd", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="make or describe datasets").add_subparsers(
         dest="data_command", required=True)
-    s = data.add_parser("shapes", help="generate the embedded synthetic COCO-format dataset")
+    s = data.add_parser("shapes", help="generate the embedded synthetic COCO-format dataset "
+                                       "(defaults: the pipeline schema's dataset.shapes)")
     s.add_argument("--out", required=True)
-    s.add_argument("--num-train", type=int, default=800)
-    s.add_argument("--num-proxy", type=int, default=160)
-    s.add_argument("--num-val", type=int, default=200)
-    s.add_argument("--image-size", type=int, default=128)
-    s.add_argument("--max-objects", type=int, default=6)
-    s.add_argument("--min-size", type=float, default=6.0)
-    s.add_argument("--shapes", default="disk,square,triangle,cross")
-    s.add_argument("--textures", default="solid,stripes,checker")
-    s.add_argument("--seed", type=int, default=0)
+    for name, kind in (("num_train", int), ("num_proxy", int), ("num_val", int),
+                       ("image_size", int), ("max_objects", int), ("min_size", float),
+                       ("shapes", str), ("textures", str), ("seed", int)):
+        s.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     s.set_defaults(func=cmd_data_shapes)
     m = data.add_parser("manifest", help="write a manifest for an existing COCO-format dataset")
     m.add_argument("--out", required=True)
@@ -187,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True)
     s.add_argument("--dataset", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--epochs", type=int, default=6)
-    s.add_argument("--crop-size", type=int, default=48)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--epochs", type=int, help="default: the schema's pretrain.epochs")
+    s.add_argument("--crop-size", type=int)
+    s.add_argument("--seed", type=int)
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("fetch", help="download or copy a checkpoint and verify its sha256")
@@ -203,15 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True, help="dataset manifest (dataset.json)")
     s.add_argument("--out", required=True, help="checkpoint to write (student only)")
     s.add_argument("--split", default="train")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--epochs", type=int, help="default: the model config's own")
+    s.add_argument("--seed", type=int)
     s.add_argument("--pretrained-backbone")
     s.add_argument("--init", help="start from this checkpoint (previous stage's student)")
     s.add_argument("--distill", type=_json_arg, help="distillation settings, JSON or @file")
     s.add_argument("--batch-size", type=int)
     s.add_argument("--num-workers", type=int)
-    s.add_argument("--lr", type=float)
-    s.add_argument("--meta", type=_json_arg, help="extra metadata to store, JSON")
     s.add_argument("--feature-loss-split",
                    help="after a distillation stage, store its mean distillation loss on this "
                         "split (BGS's feature proxy)")
@@ -221,20 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True)
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--dataset", required=True)
-    s.add_argument("--split", default="val")
+    s.add_argument("--split")
     s.add_argument("--out", required=True)
     s.add_argument("--predictions")
     s.add_argument("--num-workers", type=int)
-    s.add_argument("--meta", type=_json_arg, help="extra fields for the metrics JSON")
     s.set_defaults(func=cmd_evaluate)
 
     _bgs_parsers(sub)
 
-    s = sub.add_parser("tables", help="result tables from metrics JSONs")
-    s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--out-dir", required=True, help="writes <dir>/tables and <dir>/plots")
-    s.add_argument("--bgs", help="results/bgs/result.json, for the BGS tables and plot")
+    s = sub.add_parser("tables", help="result tables and plots from results/ alone")
+    s.add_argument("paths", nargs="+", metavar="PATH",
+                   help="an experiment directory (results/<experiment>) or a results root")
     s.set_defaults(func=cmd_tables)
+
+    s = sub.add_parser("record", help="write a JSON object to a file, atomically")
+    s.add_argument("--out", required=True)
+    s.add_argument("--json", required=True, type=_json_arg)
+    s.set_defaults(func=cmd_record)
     return p
 
 
@@ -242,15 +264,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    where = " ".join(x for x in (args.command, getattr(args, f"{args.command}_command", None))
+                     if x)
     try:
         args.func(args)
-    except USER_ERRORS as e:
-        if args.verbose:
+    except Exception as e:
+        if args.debug:
             raise
-        print(f"mtpd {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"mtpd {where}: error: {one_line(e)}", file=sys.stderr)
+        return 2 if isinstance(e, (MtpdError, OSError)) else 1
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def one_line(e: BaseException) -> str:
+    """An exception as the one line a user reads."""
+    if isinstance(e, MtpdError):  # a multi-line list of problems becomes one line
+        return "; ".join(line.strip(" -") for line in str(e).splitlines() if line.strip())
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.filename}: {e.strerror or e}"
+    text = " ".join(str(e).split()) or "(no message)"
+    return f"{type(e).__name__}: {text} (re-run with --debug for the traceback)"

@@ -3,7 +3,8 @@
 Predictions are converted to COCO result format (boxes in xywh, masks as RLE) and scored with
 pycocotools directly, so the same code scores offline AP and, later, pooled streaming AP.
 Writes a metrics JSON: AP, AP50, AP75, APs, APm, APl (box) and the same with a `mask_` prefix
-when the model predicts masks, plus what the checkpoint says about how it was trained.
+when the model predicts masks, plus what the checkpoint says about how it was trained. What the
+model *is* (teacher, baseline, which chain...) is said by its path (`mtpd.layout.describe`).
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from mtpd.checkpoint import load_checkpoint_file, state_dict_of
-from mtpd.config import build_job_config
 from mtpd.data.manifest import DatasetManifest
 from mtpd.io import atomic_write_json
+from mtpd.model_config import build_job_config
+from mtpd.registry import register_all_modules
 
 log = logging.getLogger("mtpd.evaluate")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -44,7 +46,7 @@ def coco_eval(gt_file: str | Path, results: list[dict], iou_type: str = "bbox"
         ev.summarize()
     # pycocotools reports -1 where a size range has no ground truth: keep that as None.
     return {name: (round(float(v) * 100, 3) if v >= 0 else None)
-            for name, v in zip(STAT_NAMES, ev.stats[:6])}
+            for name, v in zip(STAT_NAMES, ev.stats[:6], strict=True)}
 
 
 def to_coco_results(sample: Any, cat_ids: list[int]) -> tuple[list[dict], list[dict]]:
@@ -70,19 +72,17 @@ def to_coco_results(sample: Any, cat_ids: list[int]) -> tuple[list[dict], list[d
     return bbox_res, segm_res
 
 
-def predict(model_config: str, checkpoint: str | Path, manifest: DatasetManifest, split: str,
-            num_workers: int | None = None) -> tuple[list[dict], list[dict], float]:
-    """Runs the detector over a split; returns bbox results, segm results, seconds per image."""
+def predict(model_config: str, checkpoint: str | Path, ckpt: dict, manifest: DatasetManifest,
+            split: str, num_workers: int | None = None) -> tuple[list[dict], list[dict], float]:
+    """Runs the detector (`ckpt`, loaded from `checkpoint`) over a split; returns bbox results,
+    segm results and seconds per image."""
     import torch
     from mmengine.registry import MODELS
     from mmengine.runner import Runner
 
-    from mtpd.train import _register
-
-    _register()
+    register_all_modules()
     cfg = build_job_config(model_config, manifest, test_split=split, num_workers=num_workers)
     model = MODELS.build(cfg.model)
-    ckpt = load_checkpoint_file(checkpoint)
     missing, unexpected = model.load_state_dict(state_dict_of(ckpt, checkpoint), strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {checkpoint} does not fit config {model_config}: "
@@ -107,24 +107,27 @@ def predict(model_config: str, checkpoint: str | Path, manifest: DatasetManifest
     return bbox_res, segm_res, (time.perf_counter() - t0) / max(n, 1)
 
 
+# What a metrics record copies from the checkpoint's meta (how the model was trained).
+PROVENANCE = ("stage_epochs", "total_epochs", "train_seconds", "total_train_seconds", "seed")
+
+
 def evaluate(model_config: str, checkpoint: str | Path, dataset: str | Path, out: str | Path, *,
-             split: str = "val", predictions: str | Path | None = None,
-             num_workers: int | None = None, extra: dict[str, Any] | None = None
-             ) -> dict[str, Any]:
+             split: str, predictions: str | Path | None = None,
+             num_workers: int | None = None) -> dict[str, Any]:
     """Evaluates `checkpoint` on `split` and writes the metrics JSON at `out`."""
     manifest = DatasetManifest.load(dataset)
     gt_file = manifest.split(split).ann_file
-    bbox_res, segm_res, sec_per_img = predict(model_config, checkpoint, manifest, split,
+    ckpt = load_checkpoint_file(checkpoint)
+    bbox_res, segm_res, sec_per_img = predict(model_config, checkpoint, ckpt, manifest, split,
                                               num_workers=num_workers)
     metrics: dict[str, Any] = coco_eval(gt_file, bbox_res, "bbox")
     if segm_res:
         metrics.update({f"mask_{k}": v for k, v in coco_eval(gt_file, segm_res, "segm").items()})
-    meta = load_checkpoint_file(checkpoint).get("meta", {}).get("mtpd", {})
+    meta = ckpt.get("meta", {}).get("mtpd", {})
     record = {"split": split, "checkpoint": str(checkpoint), "config": str(model_config),
               **metrics, "num_detections": len(bbox_res),
               "seconds_per_image": round(sec_per_img, 5),
-              "epochs": meta.get("epochs"), "train_seconds": meta.get("train_seconds"),
-              "seed": meta.get("seed"), **(extra or {})}
+              **{key: meta.get(key) for key in PROVENANCE}}
     if meta.get("feature_loss") is not None and meta.get("feature_loss_split") == split:
         record["feature_loss"] = meta["feature_loss"]
         record["neg_feature_loss"] = -meta["feature_loss"]  # higher is better, like AP
@@ -133,11 +136,3 @@ def evaluate(model_config: str, checkpoint: str | Path, dataset: str | Path, out
     atomic_write_json(out, record)
     log.info("%s on %s: %s", checkpoint, split, json.dumps(metrics))
     return record
-
-
-if __name__ == "__main__":  # python -m mtpd.evaluate ... == mtpd evaluate ...
-    import sys
-
-    from mtpd.cli import main
-
-    sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from mtpd.checkpoint import save_model_checkpoint
-from mtpd.config import load_config
+from mtpd.model_config import load_config
 from mtpd.data.manifest import DatasetManifest
 
 log = logging.getLogger("mtpd.pretrain")
@@ -30,7 +30,8 @@ def load_objects(manifest: DatasetManifest, split: str) -> tuple[list[np.ndarray
     """A split's images (BGR) and its objects as (image index, x, y, w, h, class index)."""
     s = manifest.split(split)
     coco = json.loads(s.ann_file.read_text())
-    cat_index = {c["id"]: i for i, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]))}
+    categories = sorted(coco["categories"], key=lambda c: c["id"])
+    cat_index = {c["id"]: i for i, c in enumerate(categories)}
     by_image: dict[int, list[dict]] = {}
     for a in coco["annotations"]:
         if not a.get("iscrowd", 0) and a["bbox"][2] >= 1 and a["bbox"][3] >= 1:
@@ -102,12 +103,12 @@ class CropClassifier(torch.nn.Module):
 
 
 def pretrain_backbone(model_config: str, dataset: str | Path, out: str | Path, *,
-                      epochs: int = 6, crop_size: int = 48, batch_size: int = 64,
-                      lr: float = 0.05, seed: int = 0, train_split: str = "train",
+                      epochs: int, crop_size: int, seed: int, batch_size: int = 64,
+                      lr: float = 0.05, train_split: str = "train",
                       eval_split: str | None = "proxy") -> dict:
     """Pretrains `model.backbone` of a detector config; writes the backbone checkpoint at `out`."""
     from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
+    from mtpd.registry import register_all_modules
 
     register_all_modules()
     torch.manual_seed(seed)

@@ -1,11 +1,16 @@
-"""Result tables (CSV, Markdown, LaTeX) and plots from metrics JSONs and the BGS result.
+"""Result tables (CSV, Markdown, LaTeX) and plots, rebuilt from what is under `results/` alone.
 
-Written by the DAG's last rule:
-* `tables/main.*`: teachers, the student alone, direct distillation, every progressive stage and
-  the MTPD run (the BGS-chosen order), with AP columns, total epochs and wall time;
-* `tables/bgs_log.*` and `tables/bgs_cost.*`: every BGS round's candidates and scores, and how
-  many stage trainings the search cost against exhaustive search;
-* `plots/stages.png` (AP after each progressive stage) and `plots/bgs.png` (proxy per round).
+For one experiment (`results/<experiment>/`, described by its `experiment.json`):
+* `tables/runs.*`: every evaluated model and seed, with AP columns, total epochs and wall time;
+* `tables/main.*`: the same aggregated over seeds (mean, standard deviation, number of seeds):
+  teachers, the student alone, direct distillation, every progressive stage and MTPD (the
+  order BGS chose in each seed);
+* `tables/bgs_log.*`, `bgs_cost.*` (and `bgs_exhaustive.*`): every BGS round's candidates
+  and scores, and the search's cost against exhaustive search;
+* `plots/stages.png` (AP after each stage, seed error bars) and `plots/bgs.png`.
+Given the results root instead, it does that for every experiment and writes
+`results/summary.*`, the main tables of all experiments side by side. A file's path says what
+it is (`mtpd.layout.describe`), so no Snakemake run or pipeline config is needed.
 """
 from __future__ import annotations
 
@@ -16,78 +21,110 @@ from typing import Any
 import pandas as pd
 
 from mtpd.io import atomic_write_text, atomic_write_with
+from mtpd.layout import ROOT, Layout, describe, metrics_path
 
-MAIN_COLUMNS = ["model", "method", "teachers", "AP", "AP50", "AP75", "APs", "APm", "APl",
-                "mask_AP", "epochs", "train_minutes", "split"]
-METHOD_ORDER = {"teacher": 0, "baseline": 1, "direct": 2, "progressive": 3, "MTPD (BGS)": 4}
+STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "mask_AP"]
+METHODS = {"teacher": "teacher", "baseline": "student alone", "direct": "direct",
+           "progressive": "progressive", "mtpd": "MTPD (BGS)"}
+METHOD_RANK = {label: i for i, label in enumerate(METHODS.values())}
 
 
-def _read_json(path: str | Path) -> dict[str, Any]:
+def read_json(path: str | Path) -> dict[str, Any]:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} cannot be read: {e}; re-run the rule that writes it") from e
+        raise ValueError(f"{path} cannot be read ({e}); re-run the rule that writes it") from e
 
 
-def load_metrics(paths: list[str | Path]) -> pd.DataFrame:
-    return pd.DataFrame([{**_read_json(p), "metrics_file": str(p)} for p in paths])
+def experiment_layout(exp_dir: Path) -> tuple[Layout, dict[str, Any]]:
+    """The layout and completed config of the experiment stored in `exp_dir`."""
+    config = read_json(exp_dir / "experiment.json")
+    layout = Layout(config["experiment"], config["dataset"]["name"], root=str(exp_dir.parent))
+    return layout, config
 
 
-def _chain_seconds(df: pd.DataFrame) -> pd.Series:
-    """Wall time of a progressive model = the sum of its chain's stages."""
-    by_chain = {tuple(c): s for c, s in zip(df.get("chain", []), df["train_seconds"])
-                if isinstance(c, list)}
-    def total(row: pd.Series) -> float:
-        chain = row.get("chain")
-        if not isinstance(chain, list):
-            return row["train_seconds"]
-        parts = [by_chain.get(tuple(chain[: i + 1])) for i in range(len(chain))]
-        return sum(parts) if None not in parts else float("nan")
-    return df.apply(total, axis=1)
-
-
-def main_table(df: pd.DataFrame, bgs_order: list[str] | None = None) -> pd.DataFrame:
-    """One row per model: teachers, then the student by method and epochs."""
-    df = df.copy()
-    for col in MAIN_COLUMNS + ["chain", "train_seconds"]:
+def runs(exp_dir: Path) -> pd.DataFrame:
+    """One row per evaluated model and seed of an experiment, on its evaluation split."""
+    layout, config = experiment_layout(exp_dir)
+    split = config["evaluation"]["split"]
+    student = config["student"]["name"]
+    rows = []
+    for t in config["teachers"]:
+        path = Path(metrics_path(layout.teacher_model(t), split))
+        if path.is_file():
+            rows.append({**read_json(path), "model": t, "method": METHODS["teacher"],
+                         "teachers": "", "seed": None, "chain": None})
+    for seed in config["train"]["seeds"]:
+        seed_dir = Path(layout.seed_dir(seed))
+        bgs_file = Path(layout.bgs_file(seed, "result"))
+        bgs_order = tuple(read_json(bgs_file)["order"]) if bgs_file.is_file() else None
+        for path in sorted(seed_dir.glob(f"*/**/metrics_{split}.json")):
+            where = describe(str(path))
+            if where.method == "proxy":
+                continue
+            teachers = (" -> ".join(where.chain) if where.chain else where.teacher) or ""
+            row = {**read_json(path), "model": student, "method": METHODS[where.method],
+                   "teachers": teachers, "seed": seed, "chain": where.chain}
+            rows.append(row)
+            if where.chain is not None and where.chain == bgs_order:
+                rows.append({**row, "method": METHODS["mtpd"]})
+    df = pd.DataFrame(rows)
+    for col in STATS + ["total_epochs", "total_train_seconds"]:
         if col not in df:
-            df[col] = None
-    df["train_seconds"] = pd.to_numeric(df["train_seconds"])
-    df["train_minutes"] = (_chain_seconds(df) / 60).round(2)
-    if bgs_order:
-        is_mtpd = df["chain"].apply(lambda c: isinstance(c, list) and c == list(bgs_order))
-        mtpd_rows = df[is_mtpd].assign(method="MTPD (BGS)")
-        df = pd.concat([df, mtpd_rows], ignore_index=True)
-    df["_order"] = df["method"].map(METHOD_ORDER).fillna(9)
-    df = df.sort_values(["_order", "epochs", "teachers", "model"], na_position="first")
-    out = df[MAIN_COLUMNS].reset_index(drop=True)
-    if out["mask_AP"].isna().all():
-        out = out.drop(columns=["mask_AP"])
-    return out
+            df[col] = float("nan")
+    df["train_minutes"] = pd.to_numeric(df["total_train_seconds"]) / 60
+    df["epochs"] = pd.to_numeric(df["total_epochs"])
+    return df
 
 
-def bgs_tables(result: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The BGS log (round, candidate, chain, proxy score, chosen) and the cost table."""
+def main_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of each (method, teachers, epochs).
+
+    MTPD rows of different seeds may have different BGS orders: they are pooled, and the
+    teachers column lists the distinct orders."""
+    keyed = df.assign(_key=df["teachers"].where(df["method"] != METHODS["mtpd"], ""))
+    rows = []
+    groups = keyed.groupby(["model", "method", "_key", "epochs"], dropna=False, sort=False)
+    for (model, method, key, epochs), g in groups:
+        row = {"model": model, "method": method,
+               "teachers": " | ".join(dict.fromkeys(g["teachers"])) if not key else key,
+               "epochs": epochs, "seeds": int(g["seed"].notna().sum()) or None}
+        for stat in STATS:
+            values = pd.to_numeric(g[stat])
+            row[stat] = values.mean()
+            if stat == "AP":
+                row["AP_sd"] = values.std(ddof=1) if values.count() > 1 else float("nan")
+        row["train_minutes"] = pd.to_numeric(g["train_minutes"]).mean()
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["_rank"] = out["method"].map(METHOD_RANK)
+    out = out.sort_values(["_rank", "epochs", "teachers"]).drop(columns="_rank")
+    columns = ["model", "method", "teachers", "epochs", "seeds", "AP", "AP_sd"] + STATS[1:] + [
+        "train_minutes"]
+    out = out[columns].reset_index(drop=True)
+    return out.dropna(axis=1, how="all")
+
+
+def bgs_tables(result: dict[str, Any], seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One seed's BGS log (round, candidate, chain, proxy score, chosen) and cost table."""
     rows = []
     for d in result["rounds"]:
         order = " -> ".join(d["order"])
         if d["round"] == 1:
-            rows.append({"round": 0, "candidate": "(target)", "chain": order,
+            rows.append({"seed": seed, "round": 0, "candidate": "(target)", "chain": order,
                          "proxy_score": d["order_score"], "chosen": True})
         for cand, score in d["candidates"].items():
-            rows.append({"round": d["round"], "candidate": cand,
+            rows.append({"seed": seed, "round": d["round"], "candidate": cand,
                          "chain": " -> ".join([cand, *d["order"]]), "proxy_score": score,
                          "chosen": cand == d["chosen"]})
-    log = pd.DataFrame(rows, columns=["round", "candidate", "chain", "proxy_score", "chosen"])
+    log = pd.DataFrame(rows, columns=["seed", "round", "candidate", "chain", "proxy_score",
+                                      "chosen"])
     c = result["cost"]
-    cost = pd.DataFrame([
-        {"search": "BGS", "chains": c["bgs_chains"],
-         "stage_trainings_without_reuse": c["bgs_stage_trainings_without_reuse"],
-         "stage_trainings_with_reuse": c["bgs_stage_trainings_with_reuse"]},
-        {"search": "exhaustive", "chains": c["exhaustive_chains"],
-         "stage_trainings_without_reuse": c["exhaustive_stage_trainings_without_reuse"],
-         "stage_trainings_with_reuse": c["exhaustive_stage_trainings_with_reuse"]},
-    ])
+    cost = pd.DataFrame([{"seed": seed, "search": search, "chains": c[f"{search}_chains"],
+                          "stage_trainings_without_reuse":
+                              c[f"{search}_stage_trainings_without_reuse"],
+                          "stage_trainings_with_reuse": c[f"{search}_stage_trainings_with_reuse"]}
+                         for search in ("bgs", "exhaustive")])
     return log, cost
 
 
@@ -128,81 +165,128 @@ def write_table(df: pd.DataFrame, out_dir: Path, name: str, title: str) -> None:
     atomic_write_text(out_dir / f"{name}.tex", to_latex(df, title))
 
 
-def _save_figure(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    atomic_write_with(path, lambda p: fig.savefig(p, format="png", dpi=120,
-                                                  bbox_inches="tight"))
-    plt.close(fig)
-
-
-def plot_stages(df: pd.DataFrame, path: Path) -> None:
-    """AP after each progressive stage (one line per teacher order); the student alone and
-    direct distillation as points at their epoch budget, in units of stages."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    prog = df[df["chain"].apply(lambda c: isinstance(c, list))]
-    ap = {tuple(c): a for c, a in zip(prog["chain"], prog["AP"])}
-    stage_epochs = min((e / len(c) for c, e in zip(prog["chain"], prog["epochs"])), default=None)
-    finals = [c for c in ap if not any(len(o) > len(c) and o[: len(c)] == c for o in ap)]
+    return plt
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    atomic_write_with(path, lambda p: fig.savefig(p, format="png", dpi=120,
+                                                  bbox_inches="tight"))
+    _pyplot().close(fig)
+
+
+def plot_stages(df: pd.DataFrame, path: Path) -> None:
+    """AP after each progressive stage, one line per final teacher order (mean over seeds,
+    error bars one standard deviation); the student alone and direct distillation as markers at
+    their epoch budget in units of stages. Labels go in the legend, never on the points."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    prog = df[df["method"] == METHODS["progressive"]]
+    stats = prog.groupby(prog["chain"].map(tuple))["AP"].agg(["mean", "std"])
+    chains = list(stats.index)
+    finals = [c for c in chains if not any(len(o) > len(c) and o[: len(c)] == c for o in chains)]
+    stage_epochs = (prog["epochs"] / prog["chain"].map(len)).min() if len(prog) else None
     for chain in finals:
-        xs = [i + 1 for i in range(len(chain)) if chain[: i + 1] in ap]
-        ax.plot(xs, [ap[chain[: x]] for x in xs], marker="o", label=" -> ".join(chain))
+        xs = [i + 1 for i in range(len(chain)) if chain[: i + 1] in stats.index]
+        rows = stats.loc[[chain[:x] for x in xs]]
+        ax.errorbar(xs, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3,
+                    label=" -> ".join(chain))
     if stage_epochs:
-        for method, marker in (("baseline", "s"), ("direct", "^")):
-            rows = df[df["method"] == method]
-            for _, row in rows.iterrows():
-                label = "student alone" if method == "baseline" else f"direct {row['teachers']}"
-                ax.scatter(row["epochs"] / stage_epochs, row["AP"], marker=marker, color="grey")
-                ax.annotate(label, (row["epochs"] / stage_epochs, row["AP"]), fontsize=7,
-                            xytext=(4, -8), textcoords="offset points")
-    ax.set_xlabel("stage (epochs / epochs per stage)")
-    ax.set_ylabel("box AP")
+        markers = {METHODS["baseline"]: "s", METHODS["direct"]: "^"}
+        for method, marker in markers.items():
+            sub = df[df["method"] == method]
+            for (teachers, epochs), g in sub.groupby(["teachers", "epochs"]):
+                label = f"{method} {teachers}".strip() + f" ({epochs:g} ep)"
+                ax.errorbar(epochs / stage_epochs, g["AP"].mean(),
+                            yerr=g["AP"].std(ddof=1) if len(g) > 1 else 0, marker=marker,
+                            linestyle="none", capsize=3, label=label)
+        top = int(max([len(c) for c in finals] + [1]))
+        ax.set_xticks(range(1, top + 1))
+    ax.set_xlabel(f"stage ({stage_epochs:g} epochs each)" if stage_epochs else "stage")
+    ax.set_ylabel("box AP (mean over seeds, bars: 1 sd)")
     ax.set_title("AP after each progressive stage")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save_figure(fig, path)
 
 
 def plot_bgs(log: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for _, row in log.iterrows():
-        ax.scatter(row["round"], row["proxy_score"], color="C1" if row["chosen"] else "C0")
-        ax.annotate(row["candidate"], (row["round"], row["proxy_score"]), fontsize=7,
-                    xytext=(4, 2), textcoords="offset points")
-    ax.set_xticks(sorted(set(log["round"])))
-    ax.set_xlabel("BGS round (0 = target alone)")
-    ax.set_ylabel("proxy score")
-    ax.set_title("Backward Greedy Selection: candidates per round (orange = chosen)")
+    """Proxy scores per BGS round, one panel per seed; the chosen candidate highlighted."""
+    plt = _pyplot()
+    seeds = sorted(log["seed"].unique())
+    fig, axes = plt.subplots(1, len(seeds), figsize=(5.5 * len(seeds), 4), squeeze=False)
+    for ax, seed in zip(axes[0], seeds, strict=True):
+        sub = log[log["seed"] == seed]
+        for i, cand in enumerate(dict.fromkeys(sub["candidate"])):
+            rows = sub[sub["candidate"] == cand]
+            ax.scatter(rows["round"], rows["proxy_score"], label=cand, color=f"C{i}",
+                       edgecolors=["black" if c else "none" for c in rows["chosen"]],
+                       linewidths=1.5, s=45)
+        ax.set_xticks(sorted(sub["round"].unique()))
+        ax.set_xlabel("BGS round (0 = target alone)")
+        ax.set_ylabel("proxy score")
+        ax.set_title(f"seed {seed}: candidates (black edge = chosen)")
+        ax.legend(fontsize=7)
     _save_figure(fig, path)
 
 
-def write_tables(metrics: list[str], out_dir: str | Path, bgs: str | None = None) -> None:
-    out_dir = Path(out_dir)
-    df = load_metrics([m for m in metrics if m != bgs])
-    result = _read_json(bgs) if bgs else None
-    main = main_table(df, result["order"] if result else None)
-    write_table(main, out_dir / "tables", "main",
-                "mtpd results: teachers, the student alone, direct and progressive distillation")
-    plot_stages(df, out_dir / "plots" / "stages.png")
-    if result:
-        log, cost = bgs_tables(result)
-        write_table(log, out_dir / "tables", "bgs_log", "Backward Greedy Selection log")
-        write_table(cost, out_dir / "tables", "bgs_cost",
+def write_experiment_tables(exp_dir: str | Path) -> pd.DataFrame:
+    """Every table and plot of one experiment; returns its main table."""
+    exp_dir = Path(exp_dir)
+    layout, config = experiment_layout(exp_dir)
+    tables, plots = Path(layout.tables_dir()), Path(layout.plots_dir())
+    df = runs(exp_dir)
+    if df.empty:
+        raise ValueError(f"{exp_dir} holds no metrics on the '{config['evaluation']['split']}' "
+                         "split yet; run the pipeline first")
+    main = main_table(df)
+    title = f"{config['experiment']}: teachers, the student alone, direct and progressive"
+    write_table(main, tables, "main", title)
+    run_cols = ["model", "method", "teachers", "seed", "epochs"] + STATS + ["train_minutes"]
+    write_table(df[[c for c in run_cols if c in df]].dropna(axis=1, how="all"), tables, "runs",
+                f"{config['experiment']}: every model and seed")
+    plot_stages(df, plots / "stages.png")
+    results = {s: Path(layout.bgs_file(s, "result")) for s in config["train"]["seeds"]}
+    results = {s: read_json(p) for s, p in results.items() if p.is_file()}
+    if results:
+        logs, costs = zip(*(bgs_tables(r, s) for s, r in results.items()), strict=True)
+        log = pd.concat(logs, ignore_index=True)
+        write_table(log, tables, "bgs_log", "Backward Greedy Selection log")
+        write_table(pd.concat(costs, ignore_index=True), tables, "bgs_cost",
                     "Stage trainings: BGS vs exhaustive search")
-        plot_bgs(log, out_dir / "plots" / "bgs.png")
-        if result.get("exhaustive"):
-            ranked = pd.DataFrame([{"rank": i + 1, "chain": " -> ".join(r["chain"]),
-                                    "proxy_score": r["score"],
-                                    "bgs_order": r["chain"] == result["order"]}
-                                   for i, r in enumerate(result["exhaustive"]["scores"])])
-            write_table(ranked, out_dir / "tables", "bgs_exhaustive",
+        plot_bgs(log, plots / "bgs.png")
+        ranked = [{"seed": s, "rank": i + 1, "chain": " -> ".join(e["chain"]),
+                   "proxy_score": e["score"], "bgs_order": e["chain"] == r["order"]}
+                  for s, r in results.items() if r.get("exhaustive")
+                  for i, e in enumerate(r["exhaustive"]["scores"])]
+        if ranked:
+            write_table(pd.DataFrame(ranked), tables, "bgs_exhaustive",
                         "Exhaustive search on the same proxy (BGS's order marked)")
+    expected = layout.table_files(config["bgs"]["enabled"], config["bgs"]["exhaustive"])
+    missing = [f for f in expected if not Path(f).is_file()]
+    if missing:
+        raise ValueError(f"tables of {exp_dir} are incomplete (no {', '.join(missing)}); "
+                         "run the pipeline to the end first")
+    return main
+
+
+def write_tables(path: str | Path) -> list[Path]:
+    """Tables for one experiment directory, or for every experiment under a results root
+    (plus `summary.*` there, all main tables side by side). Returns the experiments done."""
+    path = Path(path)
+    if (path / "experiment.json").is_file():
+        write_experiment_tables(path)
+        return [path]
+    experiments = sorted(p.parent for p in path.glob("*/experiment.json"))
+    if not experiments:
+        raise ValueError(f"{path} is neither an experiment directory (with experiment.json) "
+                         f"nor a results root holding some (e.g. {ROOT}/)")
+    mains = [write_experiment_tables(e).assign(experiment=e.name) for e in experiments]
+    summary = pd.concat(mains, ignore_index=True)
+    summary = summary[["experiment"] + [c for c in summary.columns if c != "experiment"]]
+    write_table(summary, path, "summary", "Every experiment's main table, side by side")
+    return experiments

@@ -3,8 +3,8 @@
 `mtpd train` trains any MMDetection 3 detector config on a dataset manifest's split, optionally
 distilling from one frozen teacher (one progressive stage). MMEngine's work directory lives
 beside the output (`<out>.work/`, not a DAG target), so a killed job resumes from its last
-epoch when the rule runs again; the declared checkpoint is written atomically at the very end and
-holds the student only.
+checkpoint when the rule runs again; the declared checkpoint is written atomically at the very
+end and holds the student only.
 """
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mtpd.checkpoint import allow_mmengine_checkpoints, save_model_checkpoint
-from mtpd.config import build_job_config, to_plain
+from mtpd.checkpoint import (allow_mmengine_checkpoints, load_checkpoint_file,
+                             save_model_checkpoint)
 from mtpd.data.manifest import DatasetManifest
+from mtpd.model_config import build_job_config, to_plain
+from mtpd.registry import register_all_modules
 
 log = logging.getLogger("mtpd.train")
 
@@ -25,41 +27,32 @@ def work_dir_for(out: str | Path) -> Path:
     return out.with_name(out.name + ".work")
 
 
-def _register() -> None:
-    from mmdet.utils import register_all_modules
-
-    register_all_modules(init_default_scope=True)
-    import mtpd.distill  # noqa: F401  (registers the distiller and losses)
-    import mtpd.hooks  # noqa: F401
-
-
-def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: int | None = None,
-          seed: int = 0, split: str = "train", pretrained_backbone: str | None = None,
+def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: int | None,
+          seed: int, split: str = "train", pretrained_backbone: str | None = None,
           init_checkpoint: str | None = None, distill: dict[str, Any] | None = None,
           batch_size: int | None = None, num_workers: int | None = None,
-          lr: float | None = None, meta: dict[str, Any] | None = None,
           feature_loss_split: str | None = None) -> Path:
     """Trains and writes a model checkpoint at `out`; returns `out`.
 
-    `distill` (optional) makes this a distillation stage: see `mtpd.distill.build_distiller_cfg`.
-    `init_checkpoint` starts the student from a previous stage's weights with a fresh optimizer
-    and schedule. With `feature_loss_split` (distillation only), the trained stage's mean
-    distillation loss on that split is stored in the checkpoint's meta (BGS's feature proxy).
+    `epochs` None keeps the model config's own. `distill` (optional) makes this a distillation
+    stage: see `mtpd.distill.build_distiller_cfg`. `init_checkpoint` starts the student from a
+    previous stage's weights with a fresh optimizer and schedule. With `feature_loss_split`
+    (distillation only), the trained stage's mean distillation loss on that split is stored in
+    the checkpoint's meta (BGS's feature proxy).
     """
     from mmengine.runner import Runner
 
-    _register()
+    register_all_modules()
     allow_mmengine_checkpoints()
     out = Path(out)
     manifest = DatasetManifest.load(dataset)
     work_dir = work_dir_for(out)
     cfg = build_job_config(model_config, manifest, work_dir=work_dir, train_split=split,
                            epochs=epochs, seed=seed, pretrained_backbone=pretrained_backbone,
-                           batch_size=batch_size, num_workers=num_workers, lr=lr)
-    if init_checkpoint:
-        from mtpd.checkpoint import load_checkpoint_file
-
-        load_checkpoint_file(init_checkpoint)  # fail early, naming the file, if it is bad
+                           batch_size=batch_size, num_workers=num_workers)
+    # Fail early, naming the file, if the previous stage's checkpoint is bad.
+    init_meta = (load_checkpoint_file(init_checkpoint).get("meta", {}).get("mtpd", {})
+                 if init_checkpoint else {})
     if distill is not None:
         from mtpd.distill.model import build_distiller_cfg
 
@@ -77,44 +70,41 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
     runner.train()
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     student = getattr(model, "student", model)
-    config_text = student_config_text(cfg)
     feature_loss = None
     if distill is not None and feature_loss_split:
-        from mtpd.config import set_split
+        from mtpd.model_config import set_split
 
         set_split(cfg, "test_dataloader", manifest, feature_loss_split)
         feature_loss = model.mean_distill_loss(Runner.build_dataloader(cfg.test_dataloader))
+    stage_epochs = cfg.train_cfg["max_epochs"]
+    seconds = runner.message_hub.get_info("mtpd_train_seconds", 0.0)
     info = {
         "mtpd": {
             "config": str(model_config), "dataset": str(dataset), "split": split,
-            "epochs": cfg.train_cfg["max_epochs"], "seed": seed,
+            "stage_epochs": stage_epochs,
+            "total_epochs": stage_epochs + init_meta.get("total_epochs", 0),
+            "seed": seed,
             "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
             "distill": to_plain(distill) if distill else None,
-            "train_seconds": runner.message_hub.get_info("mtpd_train_seconds", 0.0),
+            "train_seconds": seconds,
+            "total_train_seconds": seconds + init_meta.get("total_train_seconds", 0.0),
             "resumed": resumable, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "feature_loss": feature_loss, "feature_loss_split": feature_loss_split,
-            **(meta or {}),
         },
         "dataset_meta": {"classes": list(manifest.classes)},
-        "config_text": config_text,
+        "config_text": student_config_text(cfg),
     }
     save_model_checkpoint(out, student.state_dict(), info)
     return out
 
 
 def student_config_text(cfg: Any) -> str:
-    """The student's runnable config, so plain MMDetection can rebuild the exported model."""
+    """The student's runnable config, so plain MMDetection can rebuild and run the exported
+    model: `Config.fromstring(text, '.py')` gives back the same values and types (tuples stay
+    tuples, which MMCV's transforms require)."""
     from mmengine.config import Config
 
-    d = to_plain(cfg._cfg_dict.to_dict())
+    d = cfg._cfg_dict.to_dict()
     if d["model"].get("type") == "ProgressiveDistiller":
         d["model"] = d["model"]["student"]
     return Config(d).pretty_text
-
-
-if __name__ == "__main__":  # python -m mtpd.train ... == mtpd train ...
-    import sys
-
-    from mtpd.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

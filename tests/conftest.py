@@ -16,5 +16,5 @@ def shapes_data(tmp_path_factory) -> Path:
     from mtpd.data.shapes import ShapesSpec, generate
 
     out = tmp_path_factory.mktemp("data") / "shapes"
-    generate(out, ShapesSpec(num_train=40, num_proxy=12, num_val=12, seed=3))
+    generate(out, ShapesSpec.from_settings(num_train=40, num_proxy=12, num_val=12, seed=3))
     return out / "dataset.json"

@@ -1,6 +1,8 @@
 """BGS decision logic on planted proxy scores."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mtpd.bgs import (bgs_chains, candidate_chains, cost_of, decide_round, exhaustive_chains,
@@ -33,7 +35,19 @@ def test_no_improvement_in_round_one_keeps_target_alone():
     table = {("t",): 10, ("a", "t"): 9, ("b", "t"): 10.05, ("c", "t"): 8}
     d = run_bgs(POOL, "t", scorer(table), margin=0.1, max_stages=3)
     assert len(d) == 1 and d[0].stop and d[0].new_order == ("t",)
-    assert "b changes the proxy by +0.050 < margin 0.1" in d[0].reason
+    assert "b changes the proxy by +0.050, not more than margin 0.1" in d[0].reason
+
+
+def test_zero_gain_is_not_an_improvement():
+    """With the default margin 0, a candidate must improve the proxy strictly: a tie with the
+    current order (e.g. every score 0 on a tiny run) stops the search."""
+    table = {("t",): 0.0, ("a", "t"): 0.0, ("b", "t"): 0.0, ("c", "t"): 0.0}
+    d = run_bgs(POOL, "t", scorer(table), margin=0.0, max_stages=3)
+    assert len(d) == 1 and d[0].stop and d[0].chosen is None
+    assert "+0.000, not more than margin 0.0" in d[0].reason
+    table[("b", "t")] = 1e-6
+    d = run_bgs(POOL, "t", scorer(table), margin=0.0, max_stages=2)
+    assert d[0].chosen == "b"
 
 
 def test_ties_go_to_first_in_pool():
@@ -80,20 +94,29 @@ def test_cost_accounting_prefix_reuse():
 
 
 def test_proxy_scores_from_metrics_files(tmp_path):
+    """Scores come from metrics files whose path names the chain; the evaluation split is
+    refused, whatever it is called."""
     import json
 
-    from mtpd.bgs_cli import chain_scores
+    from mtpd.bgs_steps import chain_scores
+    from mtpd.errors import BGSError
+    from mtpd.layout import Layout, metrics_path
 
+    layout = Layout("exp", "data", root=str(tmp_path))
     files = []
-    for chain, ap, fl in ((["t"], 3.0, 2.0), (["a", "t"], 4.0, 2.5)):
-        p = tmp_path / f"{'_'.join(chain)}.json"
-        p.write_text(json.dumps({"split": "proxy", "chain": chain, "AP": ap,
-                                 "feature_loss": fl, "neg_feature_loss": -fl}))
+    for chain, ap, fl in ((("t",), 3.0, 2.0), (("a", "t"), 4.0, 2.5)):
+        p = tmp_path / metrics_path(layout.stage_model(0, "proxy", chain), "proxy")
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"split": "proxy", "AP": ap, "feature_loss": fl,
+                                 "neg_feature_loss": -fl}))
         files.append(str(p))
-    assert chain_scores(files, "box_ap") == {("t",): 3.0, ("a", "t"): 4.0}
+    assert chain_scores(files, "box_ap", "val") == {("t",): 3.0, ("a", "t"): 4.0}
     # lower feature loss is better: scores are its negation
-    assert chain_scores(files, "feature_loss") == {("t",): -2.0, ("a", "t"): -2.5}
-    bad = tmp_path / "val.json"
-    bad.write_text(json.dumps({"split": "val", "chain": ["t"], "AP": 9.0}))
-    with pytest.raises(ValueError, match="evaluated on 'val'"):
-        chain_scores([str(bad)], "box_ap")
+    assert chain_scores(files, "feature_loss", "val") == {("t",): -2.0, ("a", "t"): -2.5}
+    for split, evaluation in (("val", "val"), ("holdout", "holdout"), ("test", "holdout")):
+        Path(files[0]).write_text(json.dumps({"split": split, "AP": 9.0}))
+        with pytest.raises(BGSError, match=f"'{split}' is an evaluation split"):
+            chain_scores(files, "box_ap", evaluation)
+    with pytest.raises(BGSError, match="not the metrics file of a proxy chain"):
+        chain_scores([str(tmp_path / metrics_path(layout.baseline_model(0, 3), "proxy"))],
+                     "box_ap", "val")

@@ -10,7 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mtpd.data.manifest import DatasetManifest, ManifestError
+from mtpd.data.manifest import DatasetManifest, DatasetError
 from mtpd.data.shapes import TEXTURES, ShapesSpec, class_names, generate, render_image
 
 
@@ -45,10 +45,11 @@ def test_valid_coco_with_masks(shapes_data):
 
 
 def test_deterministic_and_seeded(tmp_path):
-    spec = ShapesSpec(num_train=6, num_proxy=2, num_val=3, seed=7)
+    spec = ShapesSpec.from_settings(num_train=6, num_proxy=2, num_val=3, seed=7)
     a = _digest(generate(tmp_path / "a", spec))
     b = _digest(generate(tmp_path / "b", spec))
-    c = _digest(generate(tmp_path / "c", ShapesSpec(num_train=6, num_proxy=2, num_val=3, seed=8)))
+    other = ShapesSpec.from_settings(num_train=6, num_proxy=2, num_val=3, seed=8)
+    c = _digest(generate(tmp_path / "c", other))
     assert a == b
     assert a != c
 
@@ -56,8 +57,9 @@ def test_deterministic_and_seeded(tmp_path):
 def test_proxy_is_carved_from_training_stream(tmp_path):
     """Proxy images are the training stream's next images: same distribution, no overlap, and
     the train images do not change when a proxy split is added."""
-    with_proxy = generate(tmp_path / "p", ShapesSpec(num_train=5, num_proxy=3, num_val=2))
-    longer = generate(tmp_path / "t", ShapesSpec(num_train=8, num_proxy=0, num_val=2))
+    with_proxy = generate(tmp_path / "p",
+                          ShapesSpec.from_settings(num_train=5, num_proxy=3, num_val=2))
+    longer = generate(tmp_path / "t", ShapesSpec.from_settings(num_train=8, num_proxy=0, num_val=2))
     for i in range(5):
         assert (with_proxy / f"images/train/{i:06d}.png").read_bytes() == \
             (longer / f"images/train/{i:06d}.png").read_bytes()
@@ -77,31 +79,31 @@ def test_hard_enough(shapes_data):
     for s in shapes:  # every shape exists in every texture: classes that differ only by texture
         assert sum(n.startswith(s + "_") for n in class_names()) == len(TEXTURES)
     # occlusion: annotated masks are the visible parts of partly covered objects
-    objs = [o for i in range(20) for o in render_image(ShapesSpec(), 1, i)[1]]
+    objs = [o for i in range(20) for o in render_image(ShapesSpec.from_settings(), 1, i)[1]]
     occluded = [o for o in objs if o["visible"].sum() < o["area_full"]]
     assert len(occluded) >= 3
 
 
 def test_atomic_output_replaces_old_data(tmp_path):
     out = tmp_path / "d"
-    generate(out, ShapesSpec(num_train=2, num_proxy=0, num_val=1, seed=1))
-    generate(out, ShapesSpec(num_train=3, num_proxy=0, num_val=1, seed=1))
+    generate(out, ShapesSpec.from_settings(num_train=2, num_proxy=0, num_val=1, seed=1))
+    generate(out, ShapesSpec.from_settings(num_train=3, num_proxy=0, num_val=1, seed=1))
     assert len(list((out / "images/train").iterdir())) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_bad_spec_and_manifest_errors(tmp_path):
     with pytest.raises(ValueError, match="image_size"):
-        ShapesSpec(image_size=8)
-    with pytest.raises(ManifestError, match="does not exist"):
+        ShapesSpec.from_settings(image_size=8)
+    with pytest.raises(DatasetError, match="does not exist"):
         DatasetManifest.load(tmp_path / "missing.json")
     bad = tmp_path / "m.json"
     bad.write_text(json.dumps({"name": "x", "splits": {"train": {"ann_file": "a.json"}}}))
-    with pytest.raises(ManifestError, match="splits.train lacks 'img_dir'"):
+    with pytest.raises(DatasetError, match="splits.train lacks 'img_dir'"):
         DatasetManifest.load(bad)
     bad.write_text(json.dumps({"name": "x", "splits": {
         "train": {"ann_file": "a.json", "img_dir": "i/"}}}))
-    with pytest.raises(ManifestError, match="no split 'val'"):
+    with pytest.raises(DatasetError, match="no split 'val'"):
         DatasetManifest.load(bad).split("val")
 
 

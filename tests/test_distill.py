@@ -6,10 +6,10 @@ import pytest
 from mmengine.config import Config
 
 from mtpd.checkpoint import load_checkpoint_file, save_model_checkpoint
-from mtpd.config import build_job_config
+from mtpd.model_config import build_job_config
 from mtpd.data.manifest import DatasetManifest
 from mtpd.distill.align import TeacherInput, match_levels
-from mtpd.train import _register
+from mtpd import register_all_modules
 
 STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"
 TEACHER = "mtpd::shapes/retinanet_r34w24_shapes.py"
@@ -20,7 +20,7 @@ def _random_teacher(tmp_path, config, manifest) -> str:
     """A teacher checkpoint with random weights: enough to test the mechanics."""
     from mmdet.registry import MODELS
 
-    _register()
+    register_all_modules()
     cfg = build_job_config(config, manifest, work_dir=tmp_path / "w")
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -146,7 +146,7 @@ def test_swin_teacher_at_own_resolution_stage(tmp_path, shapes_data):
     manifest = DatasetManifest.load(shapes_data)
     ckpt = _random_teacher(tmp_path, SWIN, manifest)
     out = tmp_path / "stage1.pth"
-    train(STUDENT, shapes_data, out, epochs=1, batch_size=8, num_workers=0,
+    train(STUDENT, shapes_data, out, epochs=1, batch_size=8, num_workers=0, seed=0,
           distill={"teacher_config": SWIN, "teacher_checkpoint": ckpt},
           feature_loss_split="proxy")
     meta = load_checkpoint_file(out)["meta"]["mtpd"]
@@ -156,22 +156,29 @@ def test_swin_teacher_at_own_resolution_stage(tmp_path, shapes_data):
     assert not any(k.startswith(("teacher", "adapters", "losses")) for k in sd)
     # stage 2 starts from stage 1's student with a fresh optimizer and schedule
     out2 = tmp_path / "stage2.pth"
-    train(STUDENT, shapes_data, out2, epochs=1, batch_size=8, num_workers=0, init_checkpoint=str(out),
+    train(STUDENT, shapes_data, out2, epochs=1, batch_size=8, num_workers=0, seed=0,
+          init_checkpoint=str(out),
           distill={"teacher_config": TEACHER,
                    "teacher_checkpoint": _random_teacher(tmp_path, TEACHER, manifest)})
-    assert load_checkpoint_file(out2)["meta"]["mtpd"]["init_checkpoint"] == str(out)
+    meta2 = load_checkpoint_file(out2)["meta"]["mtpd"]
+    assert meta2["init_checkpoint"] == str(out)
+    # per-stage vs cumulative epochs and wall time
+    assert meta2["stage_epochs"] == 1 and meta2["total_epochs"] == 2
+    assert meta2["total_train_seconds"] > meta2["train_seconds"] > 0
     rec = evaluate(STUDENT, out2, shapes_data, tmp_path / "m.json", split="val", num_workers=0)
     assert 0 <= rec["AP"] <= 100
 
 
-def test_exported_student_loads_in_plain_mmdetection(tmp_path, shapes_data):
-    from mmdet.apis import init_detector
+def test_exported_student_runs_in_plain_mmdetection(tmp_path, shapes_data):
+    """What a user does first with the result: load it and run it on an image, with nothing
+    but MMDetection and the config stored in the checkpoint."""
+    from mmdet.apis import inference_detector, init_detector
 
     from mtpd.train import train
 
     manifest = DatasetManifest.load(shapes_data)
     out = tmp_path / "s.pth"
-    train(STUDENT, shapes_data, out, epochs=1, batch_size=8, num_workers=0,
+    train(STUDENT, shapes_data, out, epochs=1, batch_size=8, num_workers=0, seed=0,
           distill={"teacher_config": TEACHER,
                    "teacher_checkpoint": _random_teacher(tmp_path, TEACHER, manifest)})
     ckpt = load_checkpoint_file(out)
@@ -180,6 +187,11 @@ def test_exported_student_loads_in_plain_mmdetection(tmp_path, shapes_data):
     assert model.dataset_meta["classes"] == list(manifest.classes)
     sd = model.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in ckpt["state_dict"].items())
+    # the stored config round-trips exactly (tuples stay tuples), so inference runs
+    assert Config.fromstring(cfg.pretty_text, ".py").pretty_text == cfg.pretty_text
+    image = next(manifest.split("val").img_dir.glob("*.png"))
+    result = inference_detector(model, str(image))
+    assert result.pred_instances.bboxes.shape[1] == 4
 
 
 def test_inherit_neck_head_only_when_shapes_match(tmp_path, shapes_data):

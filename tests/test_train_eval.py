@@ -14,7 +14,8 @@ import torch
 
 from mtpd.checkpoint import (CheckpointError, fetch_checkpoint, load_checkpoint_file,
                              save_model_checkpoint)
-from mtpd.config import ConfigError, resolve_config_path
+from mtpd.errors import ModelConfigError
+from mtpd.model_config import resolve_config_path
 from mtpd.data.manifest import DatasetManifest
 from mtpd.evaluate import coco_eval, evaluate
 from mtpd.io import sha256sum
@@ -28,9 +29,11 @@ def test_retinanet_trains_and_evaluates(tmp_path, shapes_data):
     out = tmp_path / "retina.pth"
     train(RETINA, shapes_data, out, epochs=2, batch_size=8, num_workers=0, seed=1)
     ckpt = torch.load(out, map_location="cpu", weights_only=True)  # plain, no allow-list needed
-    assert ckpt["meta"]["mtpd"]["epochs"] == 2 and ckpt["meta"]["mtpd"]["train_seconds"] > 0
+    meta = ckpt["meta"]["mtpd"]
+    assert meta["stage_epochs"] == meta["total_epochs"] == 2 and meta["train_seconds"] > 0
     assert ckpt["meta"]["dataset_meta"]["classes"][0] == "disk_solid"
-    assert ckpt["state_dict"]["bbox_head.retina_cls.weight"].shape[0] == 2 * 12  # 2 anchors a cell, 12 classes
+    # 2 anchors a cell, 12 classes
+    assert ckpt["state_dict"]["bbox_head.retina_cls.weight"].shape[0] == 2 * 12
     rec = evaluate(RETINA, out, shapes_data, tmp_path / "m.json", split="val", num_workers=0)
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved == rec
@@ -42,7 +45,7 @@ def test_retinanet_trains_and_evaluates(tmp_path, shapes_data):
 
 def test_mask_rcnn_trains_and_reports_mask_ap(tmp_path, shapes_data):
     out = tmp_path / "mask.pth"
-    train(MASK_RCNN, shapes_data, out, epochs=1, batch_size=8, num_workers=0)
+    train(MASK_RCNN, shapes_data, out, epochs=1, batch_size=8, num_workers=0, seed=0)
     rec = evaluate(MASK_RCNN, out, shapes_data, tmp_path / "m.json", split="val", num_workers=0)
     assert "mask_AP" in rec and 0 <= rec["mask_AP"] <= 100
 
@@ -60,7 +63,7 @@ def test_coco_eval_perfect_and_empty(shapes_data):
 def test_resume_after_kill(tmp_path, shapes_data):
     """A training killed after an epoch resumes from its last checkpoint when run again."""
     out = tmp_path / "r.pth"
-    cmd = [sys.executable, "-m", "mtpd.cli", "train", "--config", RETINA, "--dataset",
+    cmd = [sys.executable, "-m", "mtpd", "train", "--config", RETINA, "--dataset",
            str(shapes_data), "--out", str(out), "--epochs", "8", "--batch-size", "8",
            "--num-workers", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -81,7 +84,7 @@ def test_resume_after_kill(tmp_path, shapes_data):
     assert "message_hub" in load_checkpoint_file(ckpt)
     subprocess.run(cmd, check=True, capture_output=True)
     meta = load_checkpoint_file(out)["meta"]["mtpd"]
-    assert meta["resumed"] is True and meta["epochs"] == 8
+    assert meta["resumed"] is True and meta["stage_epochs"] == 8
     logs = "".join(p.read_text() for p in work.rglob("*.log"))
     assert f"resumed epoch: {done}" in logs.lower()
 
@@ -131,13 +134,13 @@ def test_fetch_checks_sha256_and_keeps_nothing_bad(tmp_path):
 def test_config_resolution():
     assert resolve_config_path("mmdet::retinanet/retinanet_r50_fpn_1x_coco.py").is_file()
     assert resolve_config_path(RETINA).is_file()
-    with pytest.raises(ConfigError, match="'mmdet::nope.py' not found"):
+    with pytest.raises(ModelConfigError, match="'mmdet::nope.py' not found"):
         resolve_config_path("mmdet::nope.py")
 
 
 def test_mmdet_zoo_config_adapts_to_dataset(tmp_path, shapes_data):
     """A plain model-zoo config (mmdet:: name) gets our dataset's classes and paths."""
-    from mtpd.config import build_job_config
+    from mtpd.model_config import build_job_config
 
     cfg = build_job_config("mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py",
                            DatasetManifest.load(shapes_data), work_dir=tmp_path, epochs=3,

@@ -1,6 +1,7 @@
 """The Snakemake DAG: dry runs of the shipped configs and a real end-to-end tiny run."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -17,8 +19,11 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def _env() -> dict:
+    """The environment of a user who did not activate the venv: rules must not need PATH."""
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
+    env.pop("VIRTUAL_ENV", None)
     return env
 
 
@@ -35,6 +40,19 @@ def _snakemake(wd: Path, *args: str, timeout: int = 1500) -> subprocess.Complete
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _job_counts(output: str) -> dict[str, int]:
+    """Snakemake's 'Job stats' table as {rule: count}."""
+    lines = output.split("Job stats:")[1].splitlines()[3:]
+    return {p[0]: int(p[1]) for p in (line.split() for line in lines)
+            if len(p) == 2 and p[1].isdigit()}
+
+
+def _digests(root: Path) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                       p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/tiny.yaml"])
 def test_dry_run_shows_whole_plan(tmp_path, config):
     """Everything up to BGS is planned; BGS's checkpoints then add the chosen chain's jobs."""
@@ -42,11 +60,11 @@ def test_dry_run_shows_whole_plan(tmp_path, config):
     r = _snakemake(wd, "-n", "--configfile", config)
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
-    rules = ["make_shapes_data", "pretrain_backbone", "train_teacher", "train_baseline",
-             "evaluate_teacher", "evaluate_student", "bgs_target", "bgs_round", "bgs_result",
-             "tables"]
+    rules = ["make_shapes_data", "pretrain_backbone", "train_teacher", "evaluate_teacher",
+             "bgs_target", "bgs_round", "bgs_result", "tables", "describe_experiment",
+             "record_teacher_spec"]
     if "tiny" in config:  # it also lists a fixed order, planned before BGS
-        rules.append("distill_stage")
+        rules += ["distill_stage", "train_baseline", "evaluate_student"]
     for rule in rules:
         assert rule in out, f"{rule} missing from the plan of {config}:\n{out}"
 
@@ -62,18 +80,24 @@ def test_invalid_config_is_refused_with_key(tmp_path):
         (wd / "config" / "tiny.yaml").read_text().replace("target: t_r34_b", "target: t_r34_b\n"
                                                           "  proxy_split: val"))
     r = _snakemake(wd, "-n", "--configfile", "config/bad.yaml")
-    assert r.returncode != 0 and "bgs.proxy_split" in r.stderr + r.stdout
+    assert r.returncode != 0
+    assert "bgs.proxy_split: 'val' is an evaluation split" in r.stderr + r.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole tiny DAG (BGS over three candidates with exhaustive search), run once."""
+    wd = _workdir(tmp_path_factory.mktemp("tiny"))
+    r = _snakemake(wd, "--configfile", "config/tiny.yaml")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return wd
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end(tmp_path):
-    """The whole DAG with BGS over three candidates; then forcing one stage re-runs only what
-    depends on it."""
-    wd = _workdir(tmp_path)
-    r = _snakemake(wd, "--configfile", "config/tiny.yaml")
-    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    res = wd / "results"
-    result = json.loads((res / "bgs/result.json").read_text())
+def test_tiny_end_to_end(tiny_run):
+    res = tiny_run / "results"
+    exp = res / "tiny" / "seed0"
+    result = json.loads((exp / "bgs/result.json").read_text())
     order = result["order"]
     # margin -1000 accepts every candidate: target t_r34_b, then two more teachers (max 3)
     assert order[-1] == "t_r34_b" and len(order) == 3 and sorted(order) == sorted(
@@ -86,40 +110,99 @@ def test_tiny_end_to_end(tmp_path):
     # trained exactly once on disk although BGS and exhaustive search share most of them
     assert result["cost"]["exhaustive_stage_trainings_with_reuse"] == 9
     assert result["cost"]["exhaustive_stage_trainings_without_reuse"] == 11
-    proxy_models = sorted(p.relative_to(res / "proxy").parent.as_posix()
-                          for p in (res / "proxy").rglob("model.pth"))
+    proxy_models = sorted(p.relative_to(exp / "proxy").parent.as_posix()
+                          for p in (exp / "proxy").rglob("model.pth"))
     assert len(proxy_models) == 9, proxy_models
-    ranked = pd.read_csv(res / "tables/bgs_exhaustive.csv")
+    ranked = pd.read_csv(res / "tiny/tables/bgs_exhaustive.csv")
     assert len(ranked) == 5 and ranked["bgs_order"].sum() == 1
     # proxy models are scored on the proxy split only
-    for p in (res / "proxy").rglob("metrics_*.json"):
+    for p in (exp / "proxy").rglob("metrics_*.json"):
         assert p.name == "metrics_proxy.json"
+    # shared files live outside the experiment, named by the dataset
+    for t in ("t_r18", "t_r34_a", "t_r34_b"):
+        assert (res / "teachers/shapes-tiny" / t / "model.pth").is_file()
+        assert (res / "teachers/shapes-tiny" / t / "train.log").is_file()
 
-    table = pd.read_csv(res / "tables/main.csv")
+    table = pd.read_csv(res / "tiny/tables/main.csv")
     methods = table["method"].tolist()
     assert methods.count("teacher") == 3 and methods.count("direct") == 3
     assert methods.count("MTPD (BGS)") == 1
     mtpd = table[table["method"] == "MTPD (BGS)"].iloc[0]
     assert mtpd["teachers"] == " -> ".join(order) and mtpd["epochs"] == 3
-    assert set(table[table["method"] == "baseline"]["epochs"]) == {1, 2, 3}
+    assert set(table[table["method"] == "student alone"]["epochs"]) == {1, 2, 3}
     assert table["AP"].between(0, 100).all()
-    log = pd.read_csv(res / "tables/bgs_log.csv")
+    log = pd.read_csv(res / "tiny/tables/bgs_log.csv")
     assert list(log["round"]) == [0, 1, 1, 2] and log["chosen"].sum() == 3
-    for f in ("main.md", "main.tex", "bgs_cost.csv"):
-        assert (res / "tables" / f).stat().st_size > 0
+    for f in ("main.md", "main.tex", "bgs_cost.csv", "runs.csv"):
+        assert (res / "tiny/tables" / f).stat().st_size > 0
     for f in ("stages.png", "bgs.png"):
-        assert (res / "plots" / f).read_bytes()[:4] == b"\x89PNG"
+        assert (res / "tiny/plots" / f).read_bytes()[:4] == b"\x89PNG"
     assert not list(res.rglob("*.tmp"))  # nothing half-written is left behind
+    # every job left its log beside its output
+    assert (exp / "progressive" / order[0] / "train.log").is_file()
+    assert (exp / "progressive" / order[0] / "evaluate_val.log").is_file()
 
-    # Force the MTPD chain's first stage: only its descendants re-run.
-    first = f"results/progressive/{order[0]}/model.pth"
-    r = _snakemake(wd, "-n", "--forcerun", first, "--configfile", "config/tiny.yaml")
+
+@pytest.mark.slow
+def test_forcing_one_stage_reruns_only_its_descendants(tiny_run):
+    order = json.loads((tiny_run / "results/tiny/seed0/bgs/result.json").read_text())["order"]
+    first = f"results/tiny/seed0/progressive/{order[0]}/model.pth"
+    r = _snakemake(tiny_run, "-n", "--forcerun", first, "--configfile", "config/tiny.yaml")
     assert r.returncode == 0, r.stderr
-    out = r.stdout + r.stderr
-    jobs = dict(line.split()[:2] for line in out.split("Job stats:")[1].splitlines()[3:]
-                if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert jobs.get("distill_stage") == "3"      # the 3 stages of the chain
-    assert jobs.get("evaluate_student") == "3"
+    jobs = _job_counts(r.stdout + r.stderr)
+    assert jobs.get("distill_stage") == 3      # the 3 stages of the chain
+    assert jobs.get("evaluate_student") == 3
     for rule in ("train_teacher", "train_baseline", "distill_direct", "pretrain_backbone",
                  "make_shapes_data"):
-        assert rule not in jobs, out
+        assert rule not in jobs, jobs
+
+
+@pytest.mark.slow
+def test_tables_rebuild_from_results_alone(tiny_run, tmp_path):
+    """`mtpd tables` needs neither Snakemake nor the config: a copy of results/ suffices."""
+    copy = tmp_path / "results"
+    shutil.copytree(tiny_run / "results", copy)
+    shutil.rmtree(copy / "tiny/tables")
+    shutil.rmtree(copy / "tiny/plots")
+    r = subprocess.run([sys.executable, "-m", "mtpd", "tables", str(copy)], cwd=tmp_path,
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    for f in ("main.csv", "runs.csv", "bgs_log.csv", "bgs_cost.csv", "bgs_exhaustive.csv"):
+        assert (copy / "tiny/tables" / f).read_text() == \
+            (tiny_run / "results/tiny/tables" / f).read_text(), f
+    summary = pd.read_csv(copy / "summary.csv")
+    assert set(summary["experiment"]) == {"tiny"}
+
+
+@pytest.mark.slow
+def test_two_experiments_share_results_without_touching_each_other(tiny_run):
+    """A second experiment on the same dataset runs into the same results/: it reuses the
+    dataset, backbones and the teacher they have in common, and leaves every file of the first
+    experiment as it was. Redefining a shared teacher under the same name is refused."""
+    res = tiny_run / "results"
+    before = _digests(res)
+    second = yaml.safe_load((tiny_run / "config/tiny.yaml").read_text())
+    second["experiment"] = "tiny-fixed"
+    second["teachers"] = {"t_r34_b": second["teachers"]["t_r34_b"]}
+    second["distill"]["orders"] = [["t_r34_b"]]
+    second["bgs"] = {"enabled": False}
+    (tiny_run / "config/second.yaml").write_text(yaml.safe_dump(second))
+    r = _snakemake(tiny_run, "--configfile", "config/second.yaml")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    jobs = _job_counts(r.stdout + r.stderr)
+    for rule in ("make_shapes_data", "pretrain_backbone", "train_teacher", "evaluate_teacher"):
+        assert rule not in jobs, jobs  # shared, already there
+    assert jobs["distill_stage"] == 1 and jobs["train_baseline"] == 1
+    after = _digests(res)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert all(k.startswith("tiny-fixed/") for k in set(after) - set(before))
+    assert (res / "tiny-fixed/tables/main.csv").is_file()
+
+    second["experiment"] = "tiny-other"
+    second["teachers"]["t_r34_b"]["epochs"] = 3
+    (tiny_run / "config/clash.yaml").write_text(yaml.safe_dump(second))
+    r = _snakemake(tiny_run, "-n", "--configfile", "config/clash.yaml")
+    assert r.returncode != 0
+    assert ("teacher 't_r34_b' was already made under results/teachers/shapes-tiny/t_r34_b "
+            "from another definition (epochs: 2 there, 3 here)") in r.stderr + r.stdout
+    assert _digests(res) == after

@@ -19,10 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-
-class ManifestError(ValueError):
-    """A dataset manifest or annotation file is unusable; the message names file and key."""
-
+from mtpd.errors import DatasetError
 
 @dataclass(frozen=True)
 class Split:
@@ -42,15 +39,15 @@ class DatasetManifest:
     def load(cls, path: str | Path) -> "DatasetManifest":
         path = Path(path)
         if not path.is_file():
-            raise ManifestError(f"dataset manifest {path} does not exist; create it with "
+            raise DatasetError(f"dataset manifest {path} does not exist; create it with "
                                 "`mtpd data shapes` or `mtpd data manifest`")
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise ManifestError(f"dataset manifest {path} is not valid JSON: {e}") from e
+            raise DatasetError(f"dataset manifest {path} is not valid JSON: {e}") from e
         for key in ("name", "splits"):
             if key not in raw:
-                raise ManifestError(f"dataset manifest {path} lacks the key '{key}'")
+                raise DatasetError(f"dataset manifest {path} lacks the key '{key}'")
         root = Path(raw.get("data_root", "."))
         if not root.is_absolute():
             root = (path.parent / root).resolve()
@@ -58,17 +55,17 @@ class DatasetManifest:
         for name, s in raw["splits"].items():
             for key in ("ann_file", "img_dir"):
                 if key not in s:
-                    raise ManifestError(f"dataset manifest {path}: splits.{name} lacks '{key}'")
+                    raise DatasetError(f"dataset manifest {path}: splits.{name} lacks '{key}'")
             splits[name] = Split(name, root / s["ann_file"], root / s["img_dir"])
         return cls(path=path, name=raw["name"], data_root=root, splits=splits)
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
-            raise ManifestError(f"dataset manifest {self.path} has no split '{name}' "
+            raise DatasetError(f"dataset manifest {self.path} has no split '{name}' "
                                 f"(it has: {', '.join(sorted(self.splits))})")
         s = self.splits[name]
         if not s.ann_file.is_file():
-            raise ManifestError(f"split '{name}' of {self.path}: annotation file {s.ann_file} "
+            raise DatasetError(f"split '{name}' of {self.path}: annotation file {s.ann_file} "
                                 "does not exist")
         return s
 
@@ -79,7 +76,7 @@ class DatasetManifest:
         for name in order:
             if name in self.splits and self.splits[name].ann_file.is_file():
                 return read_classes(self.splits[name].ann_file)
-        raise ManifestError(f"no annotation file of {self.path} exists, so its classes are "
+        raise DatasetError(f"no annotation file of {self.path} exists, so its classes are "
                             "unknown")
 
 
@@ -87,10 +84,10 @@ def read_classes(ann_file: Path) -> tuple[str, ...]:
     try:
         cats = json.loads(Path(ann_file).read_text())["categories"]
     except (json.JSONDecodeError, KeyError) as e:
-        raise ManifestError(f"{ann_file} is not a COCO annotation file with 'categories': {e}"
+        raise DatasetError(f"{ann_file} is not a COCO annotation file with 'categories': {e}"
                             ) from e
     if not cats:
-        raise ManifestError(f"{ann_file} has an empty 'categories' list")
+        raise DatasetError(f"{ann_file} has an empty 'categories' list")
     return tuple(c["name"] for c in sorted(cats, key=lambda c: c["id"]))
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -31,20 +32,42 @@ SPLIT_STREAM = {"train": 1, "val": 2}
 
 @dataclass(frozen=True)
 class ShapesSpec:
-    """Parameters of a generated dataset; written next to the data as `spec.json`."""
+    """Parameters of a generated dataset; written next to the data as `spec.json`.
 
-    num_train: int = 800
-    num_proxy: int = 160
-    num_val: int = 200
-    image_size: int = 128
+    The fields a pipeline config can set (`SETTINGS`) take their defaults from the config
+    schema's `dataset.shapes` through `from_settings`; the others are fixed here."""
+
+    num_train: int
+    num_proxy: int
+    num_val: int
+    image_size: int
+    max_objects: int
+    min_size: float
+    shapes: tuple[str, ...]
+    textures: tuple[str, ...]
+    seed: int
     min_objects: int = 1
-    max_objects: int = 6
-    min_size: float = 6.0
     max_size_frac: float = 0.8
     min_visible: float = 0.35
-    shapes: tuple[str, ...] = SHAPES
-    textures: tuple[str, ...] = TEXTURES
-    seed: int = 0
+
+    SETTINGS: ClassVar[tuple[str, ...]] = ("num_train", "num_proxy", "num_val", "image_size",
+                                           "max_objects", "min_size", "shapes", "textures",
+                                           "seed")
+
+    @classmethod
+    def from_settings(cls, **settings: Any) -> "ShapesSpec":
+        """A spec from `dataset.shapes` settings (shapes/textures as comma-separated strings
+        or sequences); missing ones take the schema's defaults."""
+        from mtpd.pipeline_config import default
+
+        values = default("dataset.shapes") | settings
+        unknown = set(values) - set(cls.SETTINGS)
+        if unknown:
+            raise ValueError(f"unknown shapes settings {sorted(unknown)}; known: {cls.SETTINGS}")
+        for key in ("shapes", "textures"):
+            if isinstance(values[key], str):
+                values[key] = tuple(values[key].split(","))
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def __post_init__(self) -> None:
         checks = {

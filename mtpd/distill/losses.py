@@ -148,7 +148,7 @@ def fgd_masks(boxes: list[torch.Tensor], img_shapes: list[tuple[int, int]], h: i
     n = len(boxes)
     device = boxes[0].device if n else "cpu"
     fg = torch.zeros(n, h, w, device=device)
-    for i, (b, (ih, iw)) in enumerate(zip(boxes, img_shapes)):
+    for i, (b, (ih, iw)) in enumerate(zip(boxes, img_shapes, strict=True)):
         for x0, y0, x1, y1 in b.tolist():
             c0, c1 = math.floor(x0 / iw * w), min(w - 1, math.ceil(x1 / iw * w))
             r0, r1 = math.floor(y0 / ih * h), min(h - 1, math.ceil(y1 / ih * h))

@@ -43,9 +43,8 @@ class ProgressiveDistiller(BaseModel):
     """Student + frozen teacher + per-level adapters and losses (see module docstring)."""
 
     def __init__(self, student: dict, teacher: dict, teacher_checkpoint: str, loss: dict,
-                 teacher_scale: float = 1.0, levels: list[int] | None = None,
-                 min_positions: int = 16, adapter_norm: bool = False,
-                 student_init: str | None = None, inherit_neck_head: bool = False,
+                 teacher_scale: float, levels: list[int] | None, min_positions: int,
+                 adapter_norm: bool, inherit_neck_head: bool, student_init: str | None = None,
                  data_preprocessor: dict | None = None, init_cfg: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor or copy.deepcopy(
             student.get("data_preprocessor")), init_cfg=init_cfg)
@@ -189,46 +188,49 @@ def _total(losses: dict[str, Any]) -> torch.Tensor:
     return torch.as_tensor(total).detach()
 
 
-DISTILL_KEYS = {"teacher_config", "teacher_checkpoint", "loss", "teacher_scale", "levels",
-                "min_positions", "adapter_norm", "inherit_neck_head"}
+# The per-stage settings of the pipeline config's `distill` block (defaults in its schema).
+STAGE_SETTINGS = ("loss", "teacher_scale", "levels", "min_positions", "adapter_norm",
+                  "inherit_neck_head")
 
 
 def build_distiller_cfg(cfg: Any, distill: dict[str, Any], num_classes: int,
                         student_init: str | None = None) -> dict[str, Any]:
     """The `model` entry of a distillation stage, from a job config and `distill` settings.
 
-    `distill` keys: teacher_config, teacher_checkpoint (required); loss (default: the paper's
-    simple loss with its lambda for the student's type); teacher_scale ('auto': ratio of the
-    teacher's and student's test-pipeline Resize scales; or a number); levels (student FPN
-    indices; default: every level with at least `min_positions` cells); adapter_norm;
-    inherit_neck_head (first stage only; off by default).
+    `distill` holds teacher_config and teacher_checkpoint (required) and any of
+    `STAGE_SETTINGS`, which mean what the pipeline config's `distill` keys mean; those left out
+    take the schema's defaults. A FeatureMSELoss without loss_weight gets the paper's lambda for
+    the student's type; teacher_scale 'auto' is the ratio of the teacher's and student's
+    test-pipeline Resize scales.
     """
-    from mtpd.config import load_config, set_num_classes
+    from mtpd.model_config import load_config, set_num_classes
+    from mtpd.pipeline_config import default
 
-    unknown = set(distill) - DISTILL_KEYS
+    unknown = set(distill) - set(STAGE_SETTINGS) - {"teacher_config", "teacher_checkpoint"}
     if unknown:
-        raise ValueError(f"unknown distillation settings {sorted(unknown)}; known: "
-                         f"{sorted(DISTILL_KEYS)}")
+        raise ValueError(f"unknown distillation settings {sorted(unknown)}; known: teacher_config, "
+                         f"teacher_checkpoint, {', '.join(STAGE_SETTINGS)}")
     for key in ("teacher_config", "teacher_checkpoint"):
         if not distill.get(key):
             raise ValueError(f"distillation settings lack '{key}'")
+    settings = {key: default(f"distill.{key}") for key in STAGE_SETTINGS} | distill
     student = copy.deepcopy(cfg["model"])
     student = student.to_dict() if hasattr(student, "to_dict") else student
     tcfg = load_config(distill["teacher_config"])
     teacher = tcfg.model.to_dict()
     set_num_classes(teacher, num_classes)
     teacher.setdefault("backbone", {})["init_cfg"] = None  # weights come from the checkpoint
-    loss = dict(distill.get("loss") or {"type": "FeatureMSELoss"})
-    if loss.get("type") == "FeatureMSELoss" and "loss_weight" not in loss:
+    loss = {k: v for k, v in settings["loss"].items() if v is not None}
+    if loss["type"] == "FeatureMSELoss" and "loss_weight" not in loss:
         loss["loss_weight"] = PAPER_LAMBDA["two_stage" if "roi_head" in student else "single_stage"]
-    scale = distill.get("teacher_scale", "auto")
+    scale = settings["teacher_scale"]
     if scale == "auto":
         s_scale, t_scale = pipeline_scale(cfg), pipeline_scale(tcfg)
         scale = t_scale / s_scale if s_scale and t_scale else 1.0
     return dict(type="ProgressiveDistiller", student=student, teacher=teacher,
                 teacher_checkpoint=str(distill["teacher_checkpoint"]), loss=loss,
-                teacher_scale=float(scale), levels=distill.get("levels"),
-                min_positions=int(distill.get("min_positions", 16)),
-                adapter_norm=bool(distill.get("adapter_norm", False)),
-                student_init=str(student_init) if student_init else None,
-                inherit_neck_head=bool(distill.get("inherit_neck_head", False)))
+                teacher_scale=float(scale), levels=settings["levels"],
+                min_positions=int(settings["min_positions"]),
+                adapter_norm=bool(settings["adapter_norm"]),
+                inherit_neck_head=bool(settings["inherit_neck_head"]),
+                student_init=str(student_init) if student_init else None)

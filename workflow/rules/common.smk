@@ -1,153 +1,354 @@
-# Config validation and the helpers that map config entries to file targets.
-from mtpd.settings import SettingsError, validate
+# The completed config, the results layout and every helper the rules use (`get_*`).
+# Defaults live in workflow/schemas/config.schema.yaml; paths in mtpd/layout.py.
+import json
+import os
+import shlex
+import sys
+
+import mtpd.pipeline_config as pipeline_config
+from mtpd.bgs import candidate_chains, exhaustive_chains
+from mtpd.errors import PipelineConfigError
+from mtpd.layout import (
+    CHAIN,
+    NAME,
+    Layout,
+    chain_dir,
+    definition_conflicts,
+    log_path,
+    metrics_path,
+    stage_prefixes,
+)
 
 try:
-    validate(config, source=", ".join(str(f) for f in workflow.configfiles) or "config")
-except SettingsError as err:
+    completed = pipeline_config.complete(
+        config, source=", ".join(map(str, workflow.configfiles)) or "config"
+    )
+except PipelineConfigError as err:
     raise WorkflowError(str(err))
+config.clear()
+config.update(completed)
 
-NAME = "[A-Za-z0-9][A-Za-z0-9_.-]*"
-CHAIN = f"{NAME}(/{NAME})*"
-TEACHERS = config["teachers"]
+LAYOUT = Layout(config["experiment"], config["dataset"]["name"])
 STUDENT = config["student"]
-DISTILL = config.get("distill") or {}
-TRAIN = config.get("train") or {}
-EVAL_SPLIT = (config.get("evaluation") or {}).get("split", "val")
+TEACHERS = config["teachers"]
+DISTILL = config["distill"]
+BGS = config["bgs"]
+SEEDS = config["train"]["seeds"]
+EVAL_SPLIT = config["evaluation"]["split"]
 STAGE_EPOCHS = STUDENT["epochs"]
 FETCHED = [t for t, v in TEACHERS.items() if "checkpoint" in v]
 TRAINED = [t for t in TEACHERS if t not in FETCHED]
+
+
+# Rules call `mtpd` from the environment that runs Snakemake (as an activated venv would), so
+# `.venv/bin/snakemake` works without activating it, here and inside cluster jobs.
+envvars:
+    "PATH",
+
+
+venv_bin = os.path.dirname(sys.executable)
+os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ['PATH']}"
+
+
+wildcard_constraints:
+    teacher=NAME,
+    backbone=NAME,
+    chain=CHAIN,
+    epochs=r"\d+",
+    seed=r"\d+",
+    split=NAME,
+    schedule="progressive|proxy",
 
 
 def alternation(names):
     return "|".join(names) if names else "(?!x)x"
 
 
-wildcard_constraints:
-    teacher=NAME,
-    chain=CHAIN,
-    epochs=r"\d+",
+# --- shared targets (dataset, pretrained backbones, teachers) and their definitions ---------
+def get_dataset_manifest():
+    return LAYOUT.dataset_manifest()
 
 
-def dataset_manifest():
-    return f"results/data/{dataset_name()}/dataset.json"
+def get_shapes_args():
+    shapes = config["dataset"]["shapes"]
+    return " ".join(f"--{k.replace('_', '-')} {shapes[k]}" for k in sorted(shapes))
 
 
-def dataset_name():
-    d = config["dataset"]
-    return "shapes" if d["kind"] == "shapes" else d["coco"]["name"]
+def get_coco_split_args():
+    splits = config["dataset"]["coco"]["splits"]
+    return " ".join(
+        shlex.quote(f"--split={k}:{v['ann_file']}:{v['img_dir']}")
+        for k, v in sorted(splits.items())
+    )
 
 
-def pretrained(model):
-    """Pretrained-backbone checkpoint a model starts from (embedded data), or nothing."""
-    bb = model.get("backbone")
-    return [f"results/pretrained/{bb}.pth"] if bb else []
+def get_pretrained(model):
+    """The pretrained-backbone checkpoint a model starts from (embedded data), or nothing."""
+    return [LAYOUT.pretrained_backbone(model["backbone"])] if model["backbone"] else []
 
 
-def pretrained_flag(model):
-    files = pretrained(model)
-    return f"--pretrained-backbone {files[0]}" if files else ""
+def get_pretrain_spec(backbone):
+    p = config["pretrain"]
+    return {
+        "config": p["backbones"][backbone],
+        "epochs": p["epochs"],
+        "crop_size": p["crop_size"],
+        "seed": p["seed"],
+    }
 
 
-def train_flags():
-    flags = f"--seed {TRAIN.get('seed', 0)}"
+def get_teacher_spec(teacher):
+    """What defines a teacher (shared by the experiments on a dataset)."""
+    t = TEACHERS[teacher]
+    if teacher in FETCHED:
+        return {"config": t["config"], **t["checkpoint"]}
+    keys = ("config", "epochs", "seed", "backbone")
+    return {k: t[k] for k in keys}
+
+
+def get_definition_checks():
+    checks = [
+        (LAYOUT.teacher_spec(t), get_teacher_spec(t), f"teacher '{t}'")
+        for t in TEACHERS
+    ]
+    checks += [
+        (LAYOUT.pretrained_spec(b), get_pretrain_spec(b), f"pretrained backbone '{b}'")
+        for b in config["pretrain"]["backbones"]
+    ]
+    dataset = config["dataset"]
+    if dataset["kind"] == "shapes":
+        shapes = {
+            k: v.split(",") if k in ("shapes", "textures") else v
+            for k, v in dataset["shapes"].items()
+        }
+        spec = f"{LAYOUT.dataset_dir()}/spec.json"
+        checks.append((spec, shapes, f"dataset '{dataset['name']}'"))
+    else:
+        coco = {
+            "data_root": dataset["coco"]["data_root"],
+            "splits": dataset["coco"]["splits"],
+        }
+        checks.append((LAYOUT.dataset_manifest(), coco, f"dataset '{dataset['name']}'"))
+    return checks
+
+
+conflicts = definition_conflicts(get_definition_checks())
+if conflicts:
+    raise WorkflowError("\n".join(conflicts))
+
+
+def get_teacher_config(wildcards):
+    return TEACHERS[wildcards.teacher]["config"]
+
+
+def get_teacher_backbone(wildcards):
+    return get_pretrained(TEACHERS[wildcards.teacher])
+
+
+def get_json_arg(value):
+    """A JSON argument, its keys sorted: Snakemake re-runs a job whose params text changed, so
+    the same settings must always give the same text (whatever the config file's key order)."""
+    return shlex.quote(json.dumps(value, sort_keys=True))
+
+
+# --- training commands ------------------------------------------------------------------------
+def get_start_flag(wildcards, input):
+    """Where a training job starts: the previous stage's student, or a pretrained backbone."""
+    if "init" in input.keys():
+        return f"--init {shlex.quote(input.init)}"
+    if input.get("backbone"):
+        return f"--pretrained-backbone {shlex.quote(input.backbone[0])}"
+    return ""
+
+
+def get_train_options(wildcards):
+    """The student's data loading settings (teachers keep their model config's batch size)."""
+    options = []
     for key in ("batch_size", "num_workers"):
-        if TRAIN.get(key) is not None:
-            flags += f" --{key.replace('_', '-')} {TRAIN[key]}"
-    return flags
+        value = config["train"][key]
+        if value is not None and (
+            key == "num_workers" or "teacher" not in wildcards.keys()
+        ):
+            options.append(f"--{key.replace('_', '-')} {value}")
+    return " ".join(options)
 
 
-def teacher_checkpoint(name):
-    return f"results/teachers/{name}/model.pth"
+def get_distill_flag(teacher):
+    """`--distill` for a stage with `teacher`: the teacher plus the config's stage settings."""
+    settings = {
+        "teacher_config": TEACHERS[teacher]["config"],
+        "teacher_checkpoint": LAYOUT.teacher_model(teacher),
+        **{k: v for k, v in DISTILL.items() if k not in ("orders", "direct")},
+    }
+    return f"--distill {get_json_arg(settings)}"
 
 
-def distill_settings(teacher):
-    """JSON for `mtpd train --distill`: the teacher plus the config's distill options."""
-    import json
-
-    s = {"teacher_config": TEACHERS[teacher]["config"],
-         "teacher_checkpoint": teacher_checkpoint(teacher)}
-    for key in ("loss", "levels", "min_positions", "adapter_norm", "inherit_neck_head"):
-        if key in DISTILL:
-            s[key] = DISTILL[key]
-    return json.dumps(s)
+def get_stage_teacher(wildcards):
+    return wildcards.chain.split("/")[-1]
 
 
-# Backward Greedy Selection (rules/bgs.smk)
-BGS = config.get("bgs") or {}
-BGS_ON = bool(BGS) and BGS.get("enabled", True)
-BGS_POOL = BGS.get("pool") or list(TEACHERS)
-BGS_SPLIT = BGS.get("proxy_split", "proxy")
-BGS_PROXY = BGS.get("proxy", "box_ap")
-BGS_PROXY_EPOCHS = BGS.get("proxy_epochs", max(1, STAGE_EPOCHS // 4))
-BGS_MAX_STAGES = BGS.get("max_stages", 3)
-BGS_EXHAUSTIVE = BGS.get("exhaustive", False)
+def get_stage_init(wildcards):
+    """The previous stage's student; the first stage starts from the pretrained backbone."""
+    chain = wildcards.chain.split("/")
+    if len(chain) == 1:
+        return {"backbone": get_pretrained(STUDENT)}
+    return {"init": LAYOUT.stage_model(wildcards.seed, wildcards.schedule, chain[:-1])}
 
 
-def orders():
+def get_stage_epochs(wildcards):
+    return STAGE_EPOCHS if wildcards.schedule == "progressive" else BGS["proxy_epochs"]
+
+
+def get_stage_options(wildcards):
+    """Proxy chains also record their distillation loss on the proxy split (feature proxy)."""
+    options = get_train_options(wildcards)
+    if wildcards.schedule == "proxy":
+        options += f" --feature-loss-split {BGS['proxy_split']}"
+    return options
+
+
+# --- Backward Greedy Selection (checkpoints: each round depends on the previous one) ----------
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def get_proxy_metrics(seed, chain):
+    return metrics_path(LAYOUT.stage_model(seed, "proxy", chain), BGS["proxy_split"])
+
+
+def get_bgs_target_metrics(wildcards):
+    if BGS["target"] != "best":
+        return []
+    return [
+        metrics_path(LAYOUT.teacher_model(t), BGS["proxy_split"]) for t in BGS["pool"]
+    ]
+
+
+def get_bgs_target(seed):
+    return read_json(checkpoints.bgs_target.get(seed=seed).output[0])["target"]
+
+
+def get_round_order(seed, r):
+    """The order BGS holds at the start of round r."""
+    if r == 1:
+        return (get_bgs_target(seed),)
+    previous = checkpoints.bgs_round.get(seed=seed, r=r - 1).output[0]
+    return tuple(read_json(previous)["new_order"])
+
+
+def get_previous_state(wildcards):
+    r = int(wildcards.r)
+    step = "target" if r == 1 else f"round_{r - 1}"
+    return LAYOUT.bgs_file(wildcards.seed, step)
+
+
+def get_round_metrics(wildcards):
+    """The proxy metrics of this round's chains (and of the target alone in round 1)."""
+    r = int(wildcards.r)
+    order = get_round_order(wildcards.seed, r)
+    chains = (
+        candidate_chains(BGS["pool"], order) if len(order) < BGS["max_stages"] else []
+    )
+    if r == 1:
+        chains = [order] + chains
+    return [get_proxy_metrics(wildcards.seed, c) for c in chains]
+
+
+def get_bgs_round_files(wildcards):
+    """Every round's file up to the one that stopped (evaluates the checkpoints in turn)."""
+    files, r = [], 1
+    while True:
+        path = checkpoints.bgs_round.get(seed=wildcards.seed, r=r).output[0]
+        files.append(path)
+        if read_json(path)["stop"]:
+            return files
+        r += 1
+
+
+def get_bgs_exhaustive_metrics(wildcards):
+    target = get_bgs_target(wildcards.seed)
+    chains = exhaustive_chains(BGS["pool"], BGS["max_stages"], target=target)
+    return [get_proxy_metrics(wildcards.seed, c) for c in chains]
+
+
+def get_bgs_exhaustive(wildcards):
+    return [LAYOUT.bgs_file(wildcards.seed, "exhaustive")] if BGS["exhaustive"] else []
+
+
+def get_exhaustive_flag(wildcards, input):
+    return f"--exhaustive {input.exhaustive[0]}" if input.exhaustive else ""
+
+
+def get_bgs_order(seed):
+    """The order BGS chose for a seed (after the search has run)."""
+    return read_json(checkpoints.bgs_result.get(seed=seed).output[0])["order"]
+
+
+# --- what the experiment compares -------------------------------------------------------------
+def get_fixed_orders():
     """Fixed teacher orders from the config (first stage first)."""
-    return [list(o) for o in DISTILL.get("orders") or []]
+    return [tuple(o) for o in DISTILL["orders"]]
 
 
-def mtpd_order():
+def get_mtpd_order(seed):
     """The order of the final MTPD run: BGS's choice, else the first fixed order."""
-    if BGS_ON:
-        return list(bgs_order())
-    return orders()[0] if orders() else []
+    return tuple(get_bgs_order(seed)) if BGS["enabled"] else get_fixed_orders()[0]
 
 
-def all_orders():
-    result = []
-    for o in orders() + ([mtpd_order()] if BGS_ON else []):
-        if o and o not in result:
-            result.append(o)
-    return result
+def get_compared_orders(seed):
+    orders = get_fixed_orders() + [get_mtpd_order(seed)]
+    return list(dict.fromkeys(orders))
 
 
-def budget_epochs():
-    """Total epochs of the MTPD chain: the budget of the fair baselines (student alone, direct)."""
-    return STAGE_EPOCHS * max(len(mtpd_order()), 1)
+def get_student_models(seed, orders, mtpd_order):
+    """Every student model compared for `orders`: all their stages, the student alone for 1x
+    and each order's total epochs, and direct distillation with the MTPD order's total epochs
+    (left out while that order is unknown, i.e. before BGS has run)."""
+    totals = {STAGE_EPOCHS} | {STAGE_EPOCHS * len(o) for o in orders}
+    models = [LAYOUT.baseline_model(seed, e) for e in sorted(totals)]
+    for order in orders:
+        models += [
+            LAYOUT.stage_model(seed, "progressive", p) for p in stage_prefixes(order)
+        ]
+    if mtpd_order:
+        budget = STAGE_EPOCHS * len(mtpd_order)
+        models += [LAYOUT.direct_model(seed, t, budget) for t in DISTILL["direct"]]
+    return list(dict.fromkeys(models))
 
 
-def direct_teachers():
-    if "direct" in DISTILL:
-        return list(DISTILL["direct"])
-    return list(BGS_POOL) if BGS_ON else []
+def get_evaluated(models):
+    return [metrics_path(m, EVAL_SPLIT) for m in models]
 
 
-def chain_stages(chain):
-    """`a/b/c` -> the stage checkpoints a, a/b, a/b/c."""
-    parts = chain.split("/")
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+def get_teacher_metrics():
+    return [metrics_path(LAYOUT.teacher_model(t), EVAL_SPLIT) for t in TEACHERS]
 
 
-def metrics(path):
-    return f"results/{path}/metrics_{EVAL_SPLIT}.json"
-
-
-def main_table_inputs(w=None):
-    m = [metrics(f"teachers/{t}") for t in TEACHERS]
-    totals = {STAGE_EPOCHS} | {STAGE_EPOCHS * len(o) for o in all_orders()}
-    m += [metrics(f"baseline/e{e}") for e in sorted(totals)]
-    for order in all_orders():
-        m += [metrics(f"progressive/{stage}") for stage in chain_stages("/".join(order))]
-    m += [metrics(f"direct/{t}/e{budget_epochs()}") for t in direct_teachers()]
-    return sorted(set(m))
-
-
-def bgs_outputs():
-    return ["results/bgs/result.json"] if BGS_ON else []
-
-
-def static_targets():
+def get_static_targets():
     """What is known before BGS has run (so `snakemake -n` shows it); the tables rule pulls
-    in the rest (the MTPD run of the chosen order and its fair baselines)."""
-    m = [metrics(f"teachers/{t}") for t in TEACHERS]
-    m += [metrics(f"baseline/e{e}") for e in sorted({STAGE_EPOCHS} | {
-        STAGE_EPOCHS * len(o) for o in orders()})]
-    for order in orders():
-        m += [metrics(f"progressive/{stage}") for stage in chain_stages("/".join(order))]
-    return sorted(set(m))
+    in the rest (the MTPD run of each seed's chosen order and its fair baselines)."""
+    orders = get_fixed_orders()
+    mtpd_order = None if BGS["enabled"] else orders[0]
+    models = []
+    for seed in SEEDS:
+        models += get_student_models(seed, orders, mtpd_order) if orders else []
+    bgs = [LAYOUT.bgs_file(s, "result") for s in SEEDS] if BGS["enabled"] else []
+    return get_teacher_metrics() + get_evaluated(models) + bgs
 
 
-def final_targets(w=None):
-    return static_targets() + bgs_outputs() + TABLES
+def get_tables_inputs(wildcards):
+    metrics = get_teacher_metrics()
+    for seed in SEEDS:
+        orders = get_compared_orders(seed)
+        metrics += get_evaluated(get_student_models(seed, orders, get_mtpd_order(seed)))
+    bgs = [LAYOUT.bgs_file(s, "result") for s in SEEDS] if BGS["enabled"] else []
+    return {"experiment": LAYOUT.experiment_file(), "metrics": metrics, "bgs": bgs}
+
+
+def get_table_files():
+    return LAYOUT.table_files(BGS["enabled"], BGS["exhaustive"])
+
+
+def get_final_targets(wildcards):
+    return [LAYOUT.experiment_file()] + get_static_targets() + get_table_files()

@@ -1,60 +1,61 @@
-# Step 0: the dataset (generated, or a manifest for an existing COCO-format dataset) and,
-# for generated data, backbone pretraining on object crops (the stand-in for ImageNet weights).
-COCO = config["dataset"].get("coco") or {}
-PRETRAIN = config.get("pretrain") or {}
+# Step 0: the dataset (generated, or a manifest for an existing COCO-format dataset) and, for
+# generated data, backbone pretraining on object crops (the stand-in for ImageNet weights).
+# These files are shared by every experiment on the same dataset (see mtpd/layout.py).
+
+if config["dataset"]["kind"] == "shapes":
+
+    rule make_shapes_data:
+        output:
+            manifest=LAYOUT.dataset_manifest(),
+        log:
+            f"{LAYOUT.dataset_dir()}.log",
+        params:
+            out_dir=lambda w, output: os.path.dirname(output.manifest),
+            args=get_shapes_args(),
+        shell:
+            "mtpd data shapes --out {params.out_dir:q} {params.args} > {log:q} 2>&1"
+
+else:
+
+    rule coco_manifest:
+        output:
+            manifest=LAYOUT.dataset_manifest(),
+        log:
+            f"{LAYOUT.dataset_dir()}.log",
+        params:
+            name=config["dataset"]["name"],
+            root=config["dataset"]["coco"]["data_root"],
+            splits=get_coco_split_args(),
+        shell:
+            "mtpd data manifest --out {output.manifest:q} --name {params.name} "
+            "--data-root {params.root:q} {params.splits} > {log:q} 2>&1"
 
 
-def shapes_args():
-    shapes = config["dataset"].get("shapes") or {}
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in shapes.items())
-
-
-def coco_split_args():
-    return " ".join(f"--split {k}:{v['ann_file']}:{v['img_dir']}"
-                    for k, v in COCO.get("splits", {}).items())
-
-
-def backbone_config(w):
-    return PRETRAIN["backbones"][w.backbone]
-
-
-rule make_shapes_data:
+rule record_pretrain_spec:
     output:
-        "results/data/shapes/dataset.json",
-    params:
-        args=shapes_args(),
+        spec=LAYOUT.pretrained_spec("{backbone}"),
     log:
-        "results/logs/data/shapes.log",
-    shell:
-        "mtpd data shapes --out results/data/shapes {params.args} > {log} 2>&1"
-
-
-rule coco_manifest:
-    output:
-        "results/data/{name}/dataset.json",
-    wildcard_constraints:
-        name=alternation([COCO["name"]] if COCO else []),
+        log_path(LAYOUT.pretrained_spec("{backbone}"), "record"),
+    localrule: True
     params:
-        root=COCO.get("data_root", ""),
-        splits=coco_split_args(),
-    log:
-        "results/logs/data/{name}.log",
+        spec=lambda w: get_json_arg(get_pretrain_spec(w.backbone)),
     shell:
-        "mtpd data manifest --out {output} --name {wildcards.name} "
-        "--data-root {params.root:q} {params.splits} > {log} 2>&1"
+        "mtpd record --out {output.spec:q} --json {params.spec} > {log:q} 2>&1"
 
 
 rule pretrain_backbone:
     input:
-        data=dataset_manifest(),
+        data=get_dataset_manifest(),
+        spec=LAYOUT.pretrained_spec("{backbone}"),
     output:
-        "results/pretrained/{backbone}.pth",
-    params:
-        config=backbone_config,
-        epochs=PRETRAIN.get("epochs", 20),
-        crop=PRETRAIN.get("crop_size", 48),
+        backbone=LAYOUT.pretrained_backbone("{backbone}"),
     log:
-        "results/logs/pretrained/{backbone}.log",
+        log_path(LAYOUT.pretrained_backbone("{backbone}"), "pretrain"),
+    resources:
+        gpu=1,
+    params:
+        spec=lambda w: get_pretrain_spec(w.backbone),
     shell:
-        "mtpd pretrain --config {params.config} --dataset {input.data} --out {output} "
-        "--epochs {params.epochs} --crop-size {params.crop} > {log} 2>&1"
+        "mtpd pretrain --config {params.spec[config]:q} --dataset {input.data:q} "
+        "--out {output.backbone:q} --epochs {params.spec[epochs]} "
+        "--crop-size {params.spec[crop_size]} --seed {params.spec[seed]} > {log:q} 2>&1"

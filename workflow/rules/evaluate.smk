@@ -1,61 +1,33 @@
 # Step 4: evaluate every model on a split (COCO box AP, and mask AP for mask models).
-import json
-
-
-def teacher_config(w):
-    return TEACHERS[w.teacher]["config"]
-
-
-def teacher_meta(w):
-    return json.dumps({"model": w.teacher, "method": "teacher", "teachers": ""})
-
-
-def student_meta(w):
-    """Describes a student model from its path, for the result tables and BGS."""
-    name = STUDENT.get("name", "student")
-    if w.kind == "baseline":
-        return json.dumps({"model": name, "method": "baseline", "teachers": ""})
-    if w.kind == "direct":
-        teacher = w.path.split("/")[0]
-        return json.dumps({"model": name, "method": "direct", "teachers": teacher})
-    chain = w.path.split("/")
-    per_stage = STAGE_EPOCHS if w.kind == "progressive" else BGS_PROXY_EPOCHS
-    return json.dumps({"model": name, "method": w.kind, "teachers": " -> ".join(chain),
-                       "chain": chain, "stage": len(chain), "epochs": per_stage * len(chain)})
 
 
 rule evaluate_teacher:
     input:
-        data=dataset_manifest(),
-        ckpt="results/teachers/{teacher}/model.pth",
+        data=get_dataset_manifest(),
+        model=LAYOUT.teacher_model("{teacher}"),
     output:
-        "results/teachers/{teacher}/metrics_{split}.json",
-    params:
-        config=teacher_config,
-        meta=teacher_meta,
+        metrics=metrics_path(LAYOUT.teacher_model("{teacher}"), "{split}"),
     log:
-        "results/logs/teachers/{teacher}.eval_{split}.log",
+        log_path(LAYOUT.teacher_model("{teacher}"), "evaluate_{split}"),
+    resources:
+        gpu=1,
+    params:
+        config=get_teacher_config,
     shell:
-        "mtpd evaluate --config {params.config} --checkpoint {input.ckpt} "
-        "--dataset {input.data} --split {wildcards.split} --out {output} "
-        "--meta {params.meta:q} > {log} 2>&1"
+        "mtpd evaluate --config {params.config:q} --checkpoint {input.model:q} "
+        "--dataset {input.data:q} --split {wildcards.split} --out {output.metrics:q} "
+        "> {log:q} 2>&1"
 
 
-rule evaluate_student:
+use rule evaluate_teacher as evaluate_student with:
     input:
-        data=dataset_manifest(),
-        ckpt="results/{kind}/{path}/model.pth",
+        data=get_dataset_manifest(),
+        model=f"{LAYOUT.seed_dir('{seed}')}/{{model}}/model.pth",
     output:
-        "results/{kind}/{path}/metrics_{split}.json",
+        metrics=f"{LAYOUT.seed_dir('{seed}')}/{{model}}/metrics_{{split}}.json",
+    log:
+        f"{LAYOUT.seed_dir('{seed}')}/{{model}}/evaluate_{{split}}.log",
     wildcard_constraints:
-        kind="baseline|direct|progressive|proxy",
-        path=CHAIN,
+        model=rf"baseline/e\d+|direct/{NAME}/e\d+|(progressive|proxy)/{CHAIN}",
     params:
         config=STUDENT["config"],
-        meta=student_meta,
-    log:
-        "results/logs/{kind}/{path}.eval_{split}.log",
-    shell:
-        "mtpd evaluate --config {params.config} --checkpoint {input.ckpt} "
-        "--dataset {input.data} --split {wildcards.split} --out {output} "
-        "--meta {params.meta:q} > {log} 2>&1"

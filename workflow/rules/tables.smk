@@ -1,27 +1,28 @@
-# Step 5: result tables (CSV, Markdown, LaTeX) and plots.
-TABLES = ["results/tables/main.csv", "results/tables/main.md", "results/tables/main.tex",
-          "results/plots/stages.png"] + (
-    ["results/tables/bgs_log.csv", "results/tables/bgs_cost.csv", "results/plots/bgs.png"]
-    if BGS_ON else []) + (["results/tables/bgs_exhaustive.csv"] if BGS_ON and BGS_EXHAUSTIVE else [])
+# Step 5: result tables (CSV, Markdown, LaTeX) and plots, from what is under results/ alone:
+# experiment.json (the completed config) and the metrics and BGS files beside the models.
 
 
-def tables_inputs(w):
-    return main_table_inputs() + bgs_outputs()
+rule describe_experiment:
+    output:
+        experiment=LAYOUT.experiment_file(),
+    log:
+        log_path(LAYOUT.experiment_file(), "describe"),
+    localrule: True
+    params:
+        config=get_json_arg(config),
+    shell:
+        "mtpd record --out {output.experiment:q} --json {params.config} > {log:q} 2>&1"
 
 
 rule tables:
     input:
-        tables_inputs,
+        unpack(get_tables_inputs),
     output:
-        report(TABLES[0], category="Results"),
-        TABLES[1:3],
-        report(TABLES[3], category="Plots"),
-        [report(f, category="BGS") for f in TABLES[4:]],
-    params:
-        bgs=" ".join(f"--bgs {f}" for f in bgs_outputs()),
+        [report(f, category="Results") for f in get_table_files()],
     log:
-        "results/logs/tables.log",
+        log_path(LAYOUT.experiment_file(), "tables"),
     localrule: True
+    params:
+        experiment_dir=lambda w, output: os.path.dirname(os.path.dirname(output[0])),
     shell:
-        "mtpd tables --metrics {input} {params.bgs} --out-dir results "
-        "> {log} 2>&1"
+        "mtpd tables {params.experiment_dir:q} > {log:q} 2>&1"

@@ -1,53 +1,58 @@
-# Step 1: obtain (download + sha256) or train each teacher.
+# Step 1: obtain (download + sha256) or train each teacher. Teachers are shared by every
+# experiment on the same dataset; their definition is recorded beside them (spec.json).
 
 
-def teacher_backbone(w):
-    return pretrained(TEACHERS[w.teacher])
+rule record_teacher_spec:
+    output:
+        spec=LAYOUT.teacher_spec("{teacher}"),
+    log:
+        log_path(LAYOUT.teacher_spec("{teacher}"), "record"),
+    localrule: True
+    params:
+        spec=lambda w: get_json_arg(get_teacher_spec(w.teacher)),
+    shell:
+        "mtpd record --out {output.spec:q} --json {params.spec} > {log:q} 2>&1"
 
 
-def teacher_train_args(w):
-    t = TEACHERS[w.teacher]
-    return f"--config {t['config']} --epochs {t['epochs']} {pretrained_flag(t)}"
-
-
-def teacher_source(w):
-    return TEACHERS[w.teacher]["checkpoint"]["source"]
-
-
-def teacher_sha_flag(w):
-    sha = TEACHERS[w.teacher]["checkpoint"].get("sha256")
-    return f"--sha256 {sha}" if sha else ""
-
-
+# Every training job runs this command; the student's rules (distill.smk) reuse it.
 rule train_teacher:
     input:
-        data=dataset_manifest(),
-        backbone=teacher_backbone,
+        data=get_dataset_manifest(),
+        spec=LAYOUT.teacher_spec("{teacher}"),
+        backbone=get_teacher_backbone,
     output:
-        "results/teachers/{teacher}/model.pth",
+        model=LAYOUT.teacher_model("{teacher}"),
+    log:
+        log_path(LAYOUT.teacher_model("{teacher}"), "train"),
     wildcard_constraints:
         teacher=alternation(TRAINED),
-    params:
-        args=teacher_train_args,
-        flags=train_flags(),
-    log:
-        "results/logs/teachers/{teacher}.log",
     resources:
         gpu=1,
+    params:
+        config=get_teacher_config,
+        epochs=lambda w: TEACHERS[w.teacher]["epochs"],
+        seed=lambda w: TEACHERS[w.teacher]["seed"],
+        start=get_start_flag,
+        distill="",
+        options=get_train_options,
     shell:
-        "mtpd train {params.args} --dataset {input.data} --out {output} {params.flags} "
-        "> {log} 2>&1"
+        "mtpd train --config {params.config:q} --dataset {input.data:q} "
+        "--out {output.model:q} --epochs {params.epochs} --seed {params.seed} {params.start} "
+        "{params.distill} {params.options} > {log:q} 2>&1"
 
 
 rule fetch_teacher:
+    input:
+        spec=LAYOUT.teacher_spec("{teacher}"),
     output:
-        "results/teachers/{teacher}/model.pth",
+        model=LAYOUT.teacher_model("{teacher}"),
+    log:
+        log_path(LAYOUT.teacher_model("{teacher}"), "fetch"),
     wildcard_constraints:
         teacher=alternation(FETCHED),
     params:
-        source=teacher_source,
-        sha=teacher_sha_flag,
-    log:
-        "results/logs/teachers/{teacher}.fetch.log",
+        source=lambda w: TEACHERS[w.teacher]["checkpoint"]["source"],
+        sha256=lambda w: TEACHERS[w.teacher]["checkpoint"]["sha256"] or "",
     shell:
-        "mtpd fetch --source {params.source:q} {params.sha} --out {output} > {log} 2>&1"
+        "mtpd fetch --source {params.source:q} --sha256 {params.sha256:q} "
+        "--out {output.model:q} > {log:q} 2>&1"

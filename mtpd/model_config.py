@@ -1,8 +1,9 @@
-"""Turning a user's plain MMDetection 3 config into a runnable config for one mtpd job.
+"""Model configs: a user's plain MMDetection 3 config, adapted into a runnable config for one job.
 
-A user's detector config stays unchanged; mtpd only overrides what a job must control:
-the dataset paths and classes (from a dataset manifest), `num_classes`, the number of epochs
-(epoch-based LR milestones are rescaled), the work directory, the seed and the initial weights.
+(The *pipeline* config, config/*.yaml, is `mtpd.pipeline_config`.) A user's detector config
+stays unchanged; mtpd only overrides what a job must control: the dataset paths and classes
+(from a dataset manifest), `num_classes`, the number of epochs (epoch-based LR milestones are
+rescaled), the work directory, the seed and the initial weights.
 """
 from __future__ import annotations
 
@@ -12,13 +13,9 @@ from typing import Any
 from mmengine.config import Config, ConfigDict
 
 from mtpd.data.manifest import DatasetManifest
+from mtpd.errors import ModelConfigError
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A model config cannot be found or adapted; the message names the config and key."""
-
 
 def mmdet_config_root() -> Path:
     """Where the installed MMDetection keeps its model-zoo configs (`mmdet/.mim/configs`)."""
@@ -26,8 +23,8 @@ def mmdet_config_root() -> Path:
 
     root = Path(mmdet.__file__).parent / ".mim" / "configs"
     if not root.is_dir():
-        raise ConfigError(f"the installed mmdet ({mmdet.__file__}) ships no configs at {root}; "
-                          "reinstall mmdet from a wheel or give a config file path")
+        raise ModelConfigError(f"the installed mmdet ({mmdet.__file__}) ships no configs at "
+                               f"{root}; reinstall mmdet from a wheel or give a config path")
     return root
 
 
@@ -45,8 +42,8 @@ def resolve_config_path(spec: str | Path) -> Path:
     else:
         path = Path(spec)
     if not path.is_file():
-        raise ConfigError(f"model config '{spec}' not found (looked at {path}); give a file path, "
-                          "'mmdet::<dir>/<name>.py' or 'mtpd::<dir>/<name>.py'")
+        raise ModelConfigError(f"model config '{spec}' not found (looked at {path}); give a file "
+                               "path, 'mmdet::<dir>/<name>.py' or 'mtpd::<dir>/<name>.py'")
     return path
 
 
@@ -60,16 +57,16 @@ def _inner_dataset(loader: ConfigDict, where: str) -> ConfigDict:
     while ds.get("type") in ("RepeatDataset", "ClassBalancedDataset"):
         ds = ds["dataset"]
     if ds.get("type") == "ConcatDataset":
-        raise ConfigError(f"{where}.dataset is a ConcatDataset; mtpd feeds one COCO-format split "
-                          "per job, so use a single dataset (optionally Repeat-wrapped)")
+        raise ModelConfigError(f"{where}.dataset is a ConcatDataset; mtpd feeds one COCO-format "
+                               "split per job, so use a single dataset (optionally Repeat-wrapped)")
     return ds
 
 
 def set_split(cfg: Config, loader_key: str, manifest: DatasetManifest, split: str) -> None:
     """Points `cfg[loader_key]` at a split of the manifest, with the manifest's classes."""
     if cfg.get(loader_key) is None:
-        raise ConfigError(f"the config has no '{loader_key}'; mtpd needs a complete MMDetection "
-                          "config with train/test dataloaders")
+        raise ModelConfigError(f"the config has no '{loader_key}'; mtpd needs a complete "
+                               "MMDetection config with train/test dataloaders")
     s = manifest.split(split)
     ds = _inner_dataset(cfg[loader_key], loader_key)
     ds["data_root"] = ""
@@ -103,8 +100,8 @@ def set_epochs(cfg: Config, epochs: int) -> None:
     loop = cfg.get("train_cfg") or {}
     old = loop.get("max_epochs")
     if old is None:
-        raise ConfigError("the config's train_cfg has no max_epochs; mtpd needs an epoch-based "
-                          "train loop (type='EpochBasedTrainLoop')")
+        raise ModelConfigError("the config's train_cfg has no max_epochs; mtpd needs an "
+                               "epoch-based train loop (type='EpochBasedTrainLoop')")
     cfg.train_cfg["max_epochs"] = epochs
     scale = epochs / old
     schedulers = cfg.get("param_scheduler") or []
@@ -123,22 +120,25 @@ def set_epochs(cfg: Config, epochs: int) -> None:
 def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
                      work_dir: str | Path | None = None, train_split: str = "train",
                      test_split: str | None = None, epochs: int | None = None,
-                     seed: int = 0, pretrained_backbone: str | None = None,
-                     batch_size: int | None = None, num_workers: int | None = None,
-                     lr: float | None = None) -> Config:
-    """The user's config, adapted to one mtpd job (see module docstring)."""
+                     seed: int | None = None, pretrained_backbone: str | None = None,
+                     batch_size: int | None = None, num_workers: int | None = None) -> Config:
+    """The user's config, adapted to one mtpd job (see module docstring).
+
+    None leaves the model config's own value (epochs, batch size, workers); `seed` matters for
+    training jobs only."""
     cfg = load_config(model_config)
     if "model" not in cfg:
-        raise ConfigError(f"{model_config} defines no 'model'")
+        raise ModelConfigError(f"{model_config} defines no 'model'")
     set_split(cfg, "train_dataloader", manifest, train_split)
     if test_split is not None:
         set_split(cfg, "test_dataloader", manifest, test_split)
     if set_num_classes(cfg.model, len(manifest.classes)) == 0:
-        raise ConfigError(f"{model_config}: found no head with 'num_classes' in model")
+        raise ModelConfigError(f"{model_config}: found no head with 'num_classes' in model")
     if epochs is not None:
         set_epochs(cfg, epochs)
     if pretrained_backbone:
-        cfg.model.backbone["init_cfg"] = dict(type="Pretrained", checkpoint=str(pretrained_backbone))
+        cfg.model.backbone["init_cfg"] = dict(type="Pretrained",
+                                              checkpoint=str(pretrained_backbone))
     for key in ("batch_size", "num_workers"):
         value = {"batch_size": batch_size, "num_workers": num_workers}[key]
         if value is not None:
@@ -148,15 +148,14 @@ def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
     if num_workers == 0 and cfg.get("test_dataloader"):
         cfg.test_dataloader["num_workers"] = 0
         cfg.test_dataloader["persistent_workers"] = False
-    if lr is not None:
-        cfg.optim_wrapper.optimizer["lr"] = lr
     # Validation runs as its own evaluation job, never inside training.
     cfg.val_dataloader = None
     cfg.val_cfg = None
     cfg.val_evaluator = None
     if work_dir is not None:
         cfg.work_dir = str(work_dir)
-    cfg.randomness = dict(seed=seed, deterministic=False)
+    if seed is not None:
+        cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.default_hooks = cfg.get("default_hooks") or {}
     cfg.default_hooks["checkpoint"] = dict(type="CheckpointHook", interval=1, max_keep_ckpts=1,
                                            save_last=True)

@@ -1,0 +1,34 @@
+"""The errors a user can fix, one class per kind of input; no heavy imports.
+
+Every `mtpd` entry point turns these into one line on stderr and exit code 2 (`mtpd.cli`),
+so their messages must name the file, key or value at fault and say how to fix it.
+"""
+from __future__ import annotations
+
+
+class MtpdError(ValueError):
+    """Base class: a problem with the user's input, reported as one line."""
+
+
+class PipelineConfigError(MtpdError):
+    """The pipeline config (config/*.yaml) is invalid; the message lists every problem by key."""
+
+
+class ModelConfigError(MtpdError):
+    """An MMDetection model config cannot be found or adapted; the message names it and the key."""
+
+
+class DatasetError(MtpdError):
+    """A dataset manifest, annotation file or image is unusable; the message names the file."""
+
+
+class CheckpointError(MtpdError):
+    """A checkpoint is missing, corrupt, unsafe or of the wrong kind; the message names it."""
+
+
+class BGSError(MtpdError):
+    """A Backward Greedy Selection state file is missing, inconsistent or from the wrong split."""
+
+
+class TrainingError(MtpdError):
+    """A training run cannot go on (e.g. a non-finite loss); the message says where and why."""

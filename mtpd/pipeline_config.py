@@ -1,0 +1,197 @@
+"""The pipeline config (config/*.yaml): validated, completed with its defaults, checked.
+
+`complete()` is what `workflow/rules/common.smk` calls before the DAG is built:
+
+1. fills in every `default:` of `workflow/schemas/config.schema.yaml` (the one home of every
+   default, as `snakemake.utils.validate(..., set_default=True)` would),
+2. validates against the schema (types, ranges, unknown keys, which catch typos),
+3. checks what a schema cannot express (a named teacher exists, a backbone is pretrained...),
+4. resolves the defaults that depend on other keys (the `null` defaults of the schema),
+
+and returns the completed config; every problem is reported at once with the key that holds it.
+No torch or mmdet import here: the Snakefile loads this module.
+"""
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from mtpd.bgs import proxy_split_problem
+from mtpd.errors import PipelineConfigError
+
+SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if not ref:
+        return node
+    target: Any = schema()
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def fill_defaults(instance: Any, node: dict[str, Any] | None = None) -> Any:
+    """Fills in the schema's defaults, recursively, in place; returns `instance`."""
+    node = _resolve(node if node is not None else schema())
+    if not isinstance(instance, dict):
+        return instance
+    for key, sub in (node.get("properties") or {}).items():
+        sub = _resolve(sub)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            fill_defaults(instance[key], sub)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in (node.get("properties") or {}):
+                fill_defaults(value, extra)
+    return instance
+
+
+def default(key: str) -> Any:
+    """The schema's default of a dotted key, e.g. `default("pretrain.epochs")` (for entry points
+    run by hand: a pipeline run passes every value explicitly)."""
+    node = schema()
+    for part in key.split("."):
+        node = _resolve(_resolve(node)["properties"][part])
+    if "default" not in node:
+        raise KeyError(f"{key} has no default in {SCHEMA}")
+    return fill_defaults(copy.deepcopy(node["default"]), node)
+
+
+def _key(path: Any) -> str:
+    parts = [str(p) if not isinstance(p, int) else f"[{p}]" for p in path]
+    return ".".join(parts).replace(".[", "[") or "<top level>"
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    key = _key(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        extra = ", ".join(repr(k) for k in sorted(set(err.instance) - set(allowed)))
+        return f"{key}: unknown key {extra}; allowed keys: {', '.join(allowed)}"
+    if err.validator == "enum":
+        return f"{key}: {err.instance!r} is not one of {err.validator_value}"
+    if err.validator == "pattern":
+        if "A-Za-z0-9_" in err.validator_value:
+            return (f"{key}: {err.instance!r} is not a valid name (letters, digits, '_', '.', "
+                    "'-'; no '/' or spaces)")
+        return (f"{key}: {err.instance!r} contains a character that is not allowed here "
+                "(spaces, quotes or shell characters such as ; & | $ `)")
+    if err.validator in ("anyOf", "allOf", "not") and err.context:
+        best = jsonschema.exceptions.best_match(err.context)
+        return _describe(best) if best.validator != "type" else f"{key}: {err.message}"
+    if err.validator == "not":
+        return f"{key}: {err.instance!r} is reserved; choose another name"
+    return f"{key}: {err.message}"
+
+
+def schema_problems(config: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [_describe(e) for e in errors]
+
+
+def cross_problems(c: dict[str, Any]) -> list[str]:
+    """What the schema cannot express; `c` has passed the schema and holds its defaults."""
+    problems = []
+    teachers = c["teachers"]
+    known = f"(teachers: {', '.join(teachers)})"
+    backbones = c["pretrain"]["backbones"]
+    dataset = c["dataset"]
+    if dataset["kind"] == "coco" and "coco" not in dataset:
+        problems.append("dataset.coco: required when dataset.kind is 'coco'")
+    for where, m in [("student", c["student"])] + [(f"teachers.{k}", v)
+                                                  for k, v in teachers.items()]:
+        bb = m.get("backbone")
+        if bb and bb not in backbones:
+            problems.append(f"{where}.backbone: '{bb}' is not in pretrain.backbones "
+                            f"({', '.join(backbones) or 'none defined'})")
+    for name, t in teachers.items():
+        if ("checkpoint" in t) == ("epochs" in t):
+            problems.append(f"teachers.{name}: give either 'epochs' (train it here) or "
+                            "'checkpoint' (use a trained one), not both or neither")
+    distill, bgs = c["distill"], c["bgs"]
+    for i, order in enumerate(distill["orders"]):
+        problems += [f"distill.orders[{i}]: unknown teacher '{t}' {known}"
+                     for t in order if t not in teachers]
+        if len(set(order)) != len(order):
+            problems.append(f"distill.orders[{i}]: a teacher appears twice in {order}")
+    problems += [f"distill.direct: unknown teacher '{t}' {known}"
+                 for t in distill["direct"] or [] if t not in teachers]
+    problems += [f"bgs.pool: unknown teacher '{t}' {known}"
+                 for t in bgs["pool"] or [] if t not in teachers]
+    if bgs["target"] != "best" and bgs["target"] not in teachers:
+        problems.append(f"bgs.target: '{bgs['target']}' is neither 'best' nor a teacher "
+                        f"({', '.join(teachers)})")
+    eval_split = c["evaluation"]["split"]
+    if bgs["enabled"]:
+        problem = proxy_split_problem(bgs["proxy_split"], eval_split)
+        if problem:
+            problems.append(f"bgs.proxy_split: {problem}")
+    if not bgs["enabled"] and not distill["orders"]:
+        problems.append("distill.orders: give at least one order when bgs.enabled is false "
+                        "(otherwise nothing is distilled progressively)")
+    if dataset["kind"] == "coco" and "coco" in dataset:
+        splits = dataset["coco"]["splits"]
+        needed = {"evaluation.split": eval_split}
+        if bgs["enabled"]:
+            needed["bgs.proxy_split"] = bgs["proxy_split"]
+        for key, split in needed.items():
+            if split not in splits:
+                problems.append(f"{key}: '{split}' is not a split of dataset.coco.splits "
+                                f"({', '.join(splits)}); add it there")
+    return problems
+
+
+def resolve_derived(c: dict[str, Any]) -> None:
+    """The schema's `null` defaults that depend on other keys, resolved in place."""
+    bgs, distill = c["bgs"], c["distill"]
+    if bgs["pool"] is None:
+        bgs["pool"] = list(c["teachers"])
+    if bgs["proxy_epochs"] is None:
+        bgs["proxy_epochs"] = max(1, c["student"]["epochs"] // 4)
+    if distill["direct"] is None:
+        distill["direct"] = list(bgs["pool"]) if bgs["enabled"] else []
+
+
+def complete(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """The completed config (defaults filled in, derived values resolved).
+
+    Raises PipelineConfigError listing every problem, each with its key, and `source`.
+    """
+    c = fill_defaults(copy.deepcopy(config))
+    problems = schema_problems(c) or cross_problems(c)
+    if problems:
+        raise PipelineConfigError(f"invalid pipeline config {source}:\n  - "
+                                  + "\n  - ".join(problems))
+    resolve_derived(c)
+    return c
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Reads, validates and completes a pipeline config file."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise PipelineConfigError(f"cannot read pipeline config {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise PipelineConfigError(f"{path} is not valid YAML: {e}") from e
+    if config is not None and not isinstance(config, dict):
+        raise PipelineConfigError(f"{path} must hold a mapping of keys, not a "
+                                  f"{type(config).__name__}")
+    return complete(config or {}, str(path))

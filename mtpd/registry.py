@@ -1,0 +1,19 @@
+"""Registering mtpd's modules (distiller, losses, hooks) with MMEngine's registries.
+
+    >>> import mtpd
+    >>> mtpd.register_all_modules()  # doctest: +SKIP
+
+Like MMDetection's and MMRazor's `register_all_modules`: importing the modules registers them,
+and `mmdet` becomes the default scope, so configs name `RetinaNet` and `ProgressiveDistiller`
+alike. Kept out of `import mtpd`, which must stay cheap for the local rules.
+"""
+from __future__ import annotations
+
+
+def register_all_modules(init_default_scope: bool = True) -> None:
+    """Registers mmdet's and mtpd's modules; idempotent."""
+    from mmdet.utils import register_all_modules as register_mmdet
+
+    register_mmdet(init_default_scope=init_default_scope)
+    import mtpd.distill
+    import mtpd.hooks  # noqa: F401  (WallTimeHook and friends)

@@ -1,0 +1,56 @@
+"""The `mtpd` entry points: cheap local steps, one-line errors, `python -m mtpd`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from mtpd.layout import Layout, metrics_path
+
+HEAVY = ("torch", "mmengine", "mmdet", "mmcv")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mtpd", *args], capture_output=True, text=True)
+
+
+def test_python_dash_m_mtpd():
+    r = _run("--help")
+    assert r.returncode == 0 and "bgs" in r.stdout and "tables" in r.stdout
+
+
+def test_local_steps_do_not_import_torch(tmp_path):
+    """`mtpd bgs ...` runs as a local rule many times a search: it must not pay for torch."""
+    layout = Layout("e", "d", root=str(tmp_path))
+    metrics = []
+    for chain, ap in ((("t",), 1.0), (("a", "t"), 2.0)):
+        p = tmp_path / metrics_path(layout.stage_model(0, "proxy", chain), "proxy")
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({"split": "proxy", "AP": ap}))
+        metrics.append(str(p))
+    target = tmp_path / "target.json"
+    target.write_text(json.dumps({"target": "t"}))
+    code = ("import sys; from mtpd.cli import main; "
+            f"rc = main(['bgs', 'round', '--round', '1', '--pool', 'a,t', '--previous', "
+            f"'{target}', '--metrics', *{metrics!r}, '--proxy', 'box_ap', '--margin', '0', "
+            f"'--max-stages', '2', '--evaluation-split', 'val', '--out', '{tmp_path}/r1.json']);"
+            f" print(rc, sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.split("\n")[-2] == "0 []", r.stdout + r.stderr
+    assert json.loads((tmp_path / "r1.json").read_text())["chosen"] == "a"
+    code = ("import sys; import mtpd.tables, mtpd.bgs_steps, mtpd.pipeline_config; "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
+    r = _run("evaluate", "--config", "nope.py", "--checkpoint", "x.pth", "--dataset",
+             str(tmp_path / "missing.json"), "--out", str(tmp_path / "m.json"))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert "missing.json does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = _run("--debug", "evaluate", "--config", "nope.py", "--checkpoint", "x.pth",
+             "--dataset", str(tmp_path / "missing.json"), "--out", str(tmp_path / "m.json"))
+    assert r.returncode != 0 and "Traceback" in r.stderr
+    assert not (tmp_path / "m.json").exists()
