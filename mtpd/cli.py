@@ -86,23 +86,41 @@ def cmd_fetch(a: argparse.Namespace) -> None:
     print(f"wrote {a.out}")
 
 
+def _in_processes(a: argparse.Namespace) -> bool:
+    """With --nproc N > 1, runs this same command as N processes; True once they are done."""
+    from mtpd.distributed import relaunch
+
+    code = relaunch(a.nproc, a.argv)
+    if code is None:
+        return False
+    if code:
+        raise RuntimeError(f"{a.nproc} processes of 'mtpd {a.command}' failed (exit code "
+                           f"{code}); the first error is in the log above")
+    return True
+
+
 def cmd_train(a: argparse.Namespace) -> None:
     from mtpd.train import train
 
+    if _in_processes(a):
+        return
     train(a.config, a.dataset, a.out, epochs=a.epochs,
           seed=a.seed if a.seed is not None else _default("train.seeds", None)[0],
           split=a.split, pretrained_backbone=a.pretrained_backbone, init_checkpoint=a.init,
           distill=a.distill, batch_size=a.batch_size, num_workers=a.num_workers,
-          feature_loss_split=a.feature_loss_split)
+          feature_loss_split=a.feature_loss_split, checkpoint_minutes=a.checkpoint_minutes)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from mtpd.evaluate import evaluate
 
+    if _in_processes(a):
+        return
     rec = evaluate(a.config, a.checkpoint, a.dataset, a.out,
                    split=_default("evaluation.split", a.split), predictions=a.predictions,
                    num_workers=a.num_workers)
-    print(json.dumps({k: rec[k] for k in rec if "AP" in k}))
+    if rec is not None:
+        print(json.dumps({k: rec[k] for k in rec if "AP" in k}))
 
 
 def cmd_tables(a: argparse.Namespace) -> None:
@@ -234,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--feature-loss-split",
                    help="after a distillation stage, store its mean distillation loss on this "
                         "split (BGS's feature proxy)")
+    s.add_argument("--nproc", type=int, default=1,
+                   help="processes on this node, one per GPU (gloo on CPUs); 0 means 1")
+    s.add_argument("--checkpoint-minutes", type=float,
+                   help="also save a resumable checkpoint this often (default: the schema's "
+                        "compute.checkpoint_minutes)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="COCO AP of a checkpoint on a split")
@@ -244,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--predictions")
     s.add_argument("--num-workers", type=int)
+    s.add_argument("--nproc", type=int, default=1,
+                   help="processes on this node, each evaluating a share of the images")
     s.set_defaults(func=cmd_evaluate)
 
     _bgs_parsers(sub)
@@ -261,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     where = " ".join(x for x in (args.command, getattr(args, f"{args.command}_command", None))

@@ -32,3 +32,7 @@ class BGSError(MtpdError):
 
 class TrainingError(MtpdError):
     """A training run cannot go on (e.g. a non-finite loss); the message says where and why."""
+
+
+class TrainingInterrupted(MtpdError):
+    """A training job was told to stop (SIGTERM from SLURM) after saving a checkpoint."""

@@ -1,10 +1,14 @@
-"""MMEngine hooks used by every mtpd training job."""
+"""MMEngine hooks used by every mtpd training job (checkpoints and resume: `mtpd.resume`)."""
 from __future__ import annotations
 
+import math
 import time
+from typing import Any
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
+
+from mtpd.errors import TrainingError
 
 
 @HOOKS.register_module()
@@ -14,7 +18,7 @@ class WallTimeHook(Hook):
     So the time a model cost is known even when its job was killed and resumed.
     """
 
-    priority = "VERY_HIGH"  # before CheckpointHook, so each saved epoch holds its time
+    priority = "VERY_HIGH"  # before any checkpoint is saved, so each holds its time
 
     def before_train(self, runner) -> None:
         self._start = time.perf_counter()
@@ -24,8 +28,31 @@ class WallTimeHook(Hook):
         elapsed = self._base + time.perf_counter() - self._start
         runner.message_hub.update_info("mtpd_train_seconds", elapsed, resumed=True)
 
-    def after_train_epoch(self, runner) -> None:
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
+                         outputs: Any = None) -> None:
         self._update(runner)
 
     def after_train(self, runner) -> None:
         self._update(runner)
+
+
+@HOOKS.register_module()
+class FiniteLossHook(Hook):
+    """Stops training at the first non-finite loss term, naming it and the iteration.
+
+    It runs before any checkpoint of the iteration is saved, so no NaN weights are ever written:
+    the work directory keeps the last good checkpoint and the job's target is never written.
+    """
+
+    priority = "NORMAL"  # before ResumableCheckpointHook (VERY_LOW)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
+                         outputs: Any = None) -> None:
+        for name, value in (outputs or {}).items():
+            number = float(value.detach().sum()) if hasattr(value, "detach") else value
+            if isinstance(number, float) and not math.isfinite(number):
+                raise TrainingError(
+                    f"loss term '{name}' is {number} at iteration {runner.iter + 1} (epoch "
+                    f"{runner.epoch + 1}); nothing was saved from this iteration on, the last "
+                    f"good checkpoint is in {runner.work_dir}. Lower the learning rate or the "
+                    "loss weight, delete that directory, and run the job again")

@@ -136,6 +136,12 @@ def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
         raise ModelConfigError(f"{model_config}: found no head with 'num_classes' in model")
     if epochs is not None:
         set_epochs(cfg, epochs)
+    if cfg.get("train_dataloader") and not (cfg.get("auto_scale_lr") or {}).get(
+            "base_batch_size"):
+        # The batch the config's LR was set for: its own (one process). MMDetection's zoo
+        # configs state theirs (16 = 8 GPUs x 2 images); the LR scales from it (mtpd.train).
+        cfg.auto_scale_lr = dict(enable=False,
+                                 base_batch_size=cfg.train_dataloader["batch_size"])
     if pretrained_backbone:
         cfg.model.backbone["init_cfg"] = dict(type="Pretrained",
                                               checkpoint=str(pretrained_backbone))
@@ -157,8 +163,6 @@ def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
     if seed is not None:
         cfg.randomness = dict(seed=seed, deterministic=False)
     cfg.default_hooks = cfg.get("default_hooks") or {}
-    cfg.default_hooks["checkpoint"] = dict(type="CheckpointHook", interval=1, max_keep_ckpts=1,
-                                           save_last=True)
     cfg.default_hooks.pop("visualization", None)
     cfg.custom_hooks = [h for h in (cfg.get("custom_hooks") or [])
                         if h.get("type") != "DetVisualizationHook"]

@@ -15,5 +15,6 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     from mmdet.utils import register_all_modules as register_mmdet
 
     register_mmdet(init_default_scope=init_default_scope)
-    import mtpd.distill
-    import mtpd.hooks  # noqa: F401  (WallTimeHook and friends)
+    # Importing registers: the distiller and losses, WallTimeHook and FiniteLossHook, and the
+    # resumable checkpoint hook and train loop.
+    from mtpd import distill, hooks, resume  # noqa: F401

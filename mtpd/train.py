@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mtpd import distributed
 from mtpd.checkpoint import (allow_mmengine_checkpoints, load_checkpoint_file,
                              save_model_checkpoint)
 from mtpd.data.manifest import DatasetManifest
@@ -31,19 +32,25 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
           seed: int, split: str = "train", pretrained_backbone: str | None = None,
           init_checkpoint: str | None = None, distill: dict[str, Any] | None = None,
           batch_size: int | None = None, num_workers: int | None = None,
-          feature_loss_split: str | None = None) -> Path:
+          feature_loss_split: str | None = None,
+          checkpoint_minutes: float | None = None) -> Path:
     """Trains and writes a model checkpoint at `out`; returns `out`.
 
     `epochs` None keeps the model config's own. `distill` (optional) makes this a distillation
     stage: see `mtpd.distill.build_distiller_cfg`. `init_checkpoint` starts the student from a
     previous stage's weights with a fresh optimizer and schedule. With `feature_loss_split`
     (distillation only), the trained stage's mean distillation loss on that split is stored in
-    the checkpoint's meta (BGS's feature proxy).
+    the checkpoint's meta (BGS's feature proxy). A resumable checkpoint is also saved every
+    `checkpoint_minutes` (`mtpd.resume`; None: the pipeline schema's default). Run as N
+    processes (`mtpd.distributed`), the LR is scaled linearly from the config's base batch to
+    the total batch, and the first process writes the same student-only checkpoint as a single
+    process would.
     """
     from mmengine.runner import Runner
 
     register_all_modules()
     allow_mmengine_checkpoints()
+    distributed.init_process_group()
     out = Path(out)
     manifest = DatasetManifest.load(dataset)
     work_dir = work_dir_for(out)
@@ -64,10 +71,18 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
     if resumable:
         cfg.resume, cfg.load_from = True, None
         log.info("resuming from %s", (work_dir / "last_checkpoint").read_text().strip())
-    cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [dict(type="WallTimeHook")]
+    config_text = student_config_text(cfg)  # plain MMDetection, before mtpd's hooks and loop
+    if checkpoint_minutes is None:
+        from mtpd.pipeline_config import default
+
+        checkpoint_minutes = default("compute.checkpoint_minutes")
+    configure_training(cfg, checkpoint_minutes)
+    distributed.configure_runner(cfg)
 
     runner = Runner.from_cfg(cfg)
     runner.train()
+    if distributed.rank() != 0:
+        return out
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     student = getattr(model, "student", model)
     feature_loss = None
@@ -83,7 +98,10 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
             "config": str(model_config), "dataset": str(dataset), "split": split,
             "stage_epochs": stage_epochs,
             "total_epochs": stage_epochs + init_meta.get("total_epochs", 0),
-            "seed": seed,
+            "seed": seed, "processes": distributed.world_size(),
+            "total_batch": distributed.world_size() * cfg.train_dataloader["batch_size"],
+            "lr": runner.optim_wrapper.param_groups[0].get(
+                "initial_lr", runner.optim_wrapper.param_groups[0]["lr"]),
             "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
             "distill": to_plain(distill) if distill else None,
             "train_seconds": seconds,
@@ -92,10 +110,23 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
             "feature_loss": feature_loss, "feature_loss_split": feature_loss_split,
         },
         "dataset_meta": {"classes": list(manifest.classes)},
-        "config_text": student_config_text(cfg),
+        "config_text": config_text,
     }
     save_model_checkpoint(out, student.state_dict(), info)
     return out
+
+
+def configure_training(cfg: Any, checkpoint_minutes: float) -> None:
+    """The parts of every training job that mtpd controls: resumable checkpoints (replacing
+    MMEngine's CheckpointHook), a stop at the first non-finite loss, wall time, and the LR
+    scaled linearly when the total batch differs from the config's base batch."""
+    cfg.default_hooks["checkpoint"] = None
+    cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
+        dict(type="WallTimeHook"), dict(type="FiniteLossHook"),
+        dict(type="ResumableCheckpointHook", interval_minutes=checkpoint_minutes)]
+    if cfg.train_cfg.get("type") in ("EpochBasedTrainLoop", None):
+        cfg.train_cfg["type"] = "ResumableEpochBasedTrainLoop"
+    cfg.auto_scale_lr["enable"] = True
 
 
 def student_config_text(cfg: Any) -> str:
@@ -107,4 +138,5 @@ def student_config_text(cfg: Any) -> str:
     d = cfg._cfg_dict.to_dict()
     if d["model"].get("type") == "ProgressiveDistiller":
         d["model"] = d["model"]["student"]
+    d["resume"], d["load_from"] = False, None
     return Config(d).pretty_text

@@ -152,11 +152,16 @@ class ProgressiveDistiller(BaseModel):
         boxes = [ds.gt_instances.bboxes for ds in data_samples]
         shapes = [tuple(ds.metainfo["batch_input_shape"]) for ds in data_samples]
         distill = inputs.new_zeros(())
-        for i in self.distilled_levels(s_feats):
+        levels = self.distilled_levels(s_feats)
+        for i in levels:
             s = self.adapters[i](s_feats[i])
             t = resize_to(t_feats[match[i]], s.shape[-2:])
             distill = distill + self.losses[i](s, t, boxes=boxes, img_shapes=shapes)
-        return distill
+        # Levels this stage skips (too few cells) still take part in the graph with weight 0,
+        # so multi-GPU DDP finds every parameter used (find_unused_parameters stays off).
+        skipped = [p for i in range(len(self.adapters)) if i not in levels
+                   for m in (self.adapters[i], self.losses[i]) for p in m.parameters()]
+        return distill + sum(p.view(-1)[0] * 0.0 for p in skipped)
 
     @torch.no_grad()
     def mean_distill_loss(self, batches: Any) -> float:

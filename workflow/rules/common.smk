@@ -137,6 +137,22 @@ if conflicts:
     raise WorkflowError("\n".join(conflicts))
 
 
+def get_resources(kind):
+    """What a training or evaluation job asks its executor for (SLURM: the plugin's resource
+    names). `gpu` is always set, 0 included: the job runs max(1, gpu) processes."""
+    compute = config["compute"]
+    job = compute[kind]
+    resources = {"gpu": job["gpus"], "mem_mb": job["mem_mb"], "runtime": job["runtime"]}
+    if job["gpus"]:
+        resources["cpus_per_gpu"] = job["cpus_per_gpu"]
+    else:
+        resources["cpus_per_task"] = job["cpus_per_gpu"]
+    for key in ("gpu_model", "slurm_account", "slurm_partition"):
+        if compute[key] and (key != "gpu_model" or job["gpus"]):
+            resources[key] = compute[key]
+    return resources
+
+
 def get_teacher_config(wildcards):
     return TEACHERS[wildcards.teacher]["config"]
 
@@ -147,7 +163,8 @@ def get_teacher_backbone(wildcards):
 
 def get_json_arg(value):
     """A JSON argument, its keys sorted: Snakemake re-runs a job whose params text changed, so
-    the same settings must always give the same text (whatever the config file's key order)."""
+    the same settings must always give the same text (whatever the config file's key order).
+    """
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 

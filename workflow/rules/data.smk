@@ -52,7 +52,7 @@ rule pretrain_backbone:
     log:
         log_path(LAYOUT.pretrained_backbone("{backbone}"), "pretrain"),
     resources:
-        gpu=1,
+        **get_resources("train"),
     params:
         spec=lambda w: get_pretrain_spec(w.backbone),
     shell:

@@ -10,13 +10,13 @@ rule evaluate_teacher:
     log:
         log_path(LAYOUT.teacher_model("{teacher}"), "evaluate_{split}"),
     resources:
-        gpu=1,
+        **get_resources("evaluate"),
     params:
         config=get_teacher_config,
     shell:
         "mtpd evaluate --config {params.config:q} --checkpoint {input.model:q} "
         "--dataset {input.data:q} --split {wildcards.split} --out {output.metrics:q} "
-        "> {log:q} 2>&1"
+        "--nproc {resources.gpu} > {log:q} 2>&1"
 
 
 use rule evaluate_teacher as evaluate_student with:

@@ -27,7 +27,7 @@ rule train_teacher:
     wildcard_constraints:
         teacher=alternation(TRAINED),
     resources:
-        gpu=1,
+        **get_resources("train"),
     params:
         config=get_teacher_config,
         epochs=lambda w: TEACHERS[w.teacher]["epochs"],
@@ -35,10 +35,12 @@ rule train_teacher:
         start=get_start_flag,
         distill="",
         options=get_train_options,
+        checkpoint_minutes=config["compute"]["checkpoint_minutes"],
     shell:
         "mtpd train --config {params.config:q} --dataset {input.data:q} "
         "--out {output.model:q} --epochs {params.epochs} --seed {params.seed} {params.start} "
-        "{params.distill} {params.options} > {log:q} 2>&1"
+        "{params.distill} {params.options} --nproc {resources.gpu} "
+        "--checkpoint-minutes {params.checkpoint_minutes} > {log:q} 2>&1"
 
 
 rule fetch_teacher:

@@ -1,0 +1,225 @@
+"""Argoverse-HD layout: conversion to COCO, its classes, and the generated sequence dataset."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from mtpd.data.argoverse import (ARGOVERSE_CLASSES, COCO_CLASSES, COCO_TO_ARGOVERSE,
+                                 class_mapping, map_labels, scale_to_size, to_coco)
+from mtpd.data.manifest import DatasetManifest, read_classes
+from mtpd.data.sequences import SequencesSpec, generate_sequences
+from mtpd.data.shapes import class_names
+from mtpd.errors import DatasetError, ModelConfigError
+
+SEQ_DIRS = ["val/aaaa/ring_front_center", "val/bbbb/ring_front_center"]
+
+
+def _argoverse_json() -> dict:
+    """Two sequences (3 + 2 frames), 0-based image, category and annotation ids."""
+    frames = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    images = [{"id": i, "sid": sid, "fid": fid, "name": f"ring_front_center_{100 + fid}.jpg",
+               "width": 1920, "height": 1200} for i, (sid, fid) in enumerate(frames)]
+    anns = [{"id": 0, "image_id": 0, "category_id": 6, "bbox": [10, 20, 30, 40], "track": 5},
+            {"id": 1, "image_id": 1, "category_id": 6, "bbox": [12, 20, 30, 40], "track": 5},
+            {"id": 2, "image_id": 3, "category_id": 2, "bbox": [100, 100, 200, 100],
+             "track": 9, "iscrowd": 0, "area": 19000.0}]
+    cats = [{"id": i, "name": n} for i, n in enumerate(ARGOVERSE_CLASSES)]
+    return {"images": images, "annotations": anns, "categories": cats,
+            "sequences": ["aaaa", "bbbb"], "seq_dirs": SEQ_DIRS}
+
+
+def _write(path: Path, obj: dict) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def _coco(path: Path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def test_to_coco_paths_ids_and_defaults(tmp_path):
+    src = _write(tmp_path / "val.json", _argoverse_json())
+    summary = to_coco(src, tmp_path / "val.coco.json")
+    assert summary["images"] == 5 and summary["annotations"] == 3
+    assert summary["sequences"] == 2 and summary["annotation_id_offset"] == 1
+    out = json.loads((tmp_path / "val.coco.json").read_text())
+    assert [i["file_name"] for i in out["images"]] == [
+        "val/aaaa/ring_front_center/ring_front_center_100.jpg",
+        "val/aaaa/ring_front_center/ring_front_center_101.jpg",
+        "val/aaaa/ring_front_center/ring_front_center_102.jpg",
+        "val/bbbb/ring_front_center/ring_front_center_100.jpg",
+        "val/bbbb/ring_front_center/ring_front_center_101.jpg"]
+    assert [i["id"] for i in out["images"]] == [0, 1, 2, 3, 4]
+    assert all({"sid", "fid", "name", "width", "height"} <= set(i) for i in out["images"])
+    assert out["categories"] == _argoverse_json()["categories"]
+    assert out["seq_dirs"] == SEQ_DIRS
+    a0 = out["annotations"][0]
+    assert a0["iscrowd"] == 0 and a0["area"] == 30 * 40 and a0["track"] == 5
+    assert out["annotations"][2]["area"] == 19000.0  # kept where given
+    # ids shifted to start at 1: pycocotools would score a matched id-0 ground truth as a miss
+    assert [a["id"] for a in out["annotations"]] == [1, 2, 3]
+
+
+def test_pycocotools_and_underscore_names(tmp_path):
+    to_coco(_write(tmp_path / "val.json", _argoverse_json()), tmp_path / "val.coco.json")
+    coco = _coco(tmp_path / "val.coco.json")
+    assert sorted(coco.getImgIds()) == [0, 1, 2, 3, 4]
+    assert coco.getCatIds(catNms=["traffic_light", "stop_sign"]) == [6, 7]
+    # MMDetection's COCO names ('traffic light') silently miss Argoverse's classes...
+    from mmdet.datasets.api_wrappers import COCO as MMCOCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        mm = MMCOCO(str(tmp_path / "val.coco.json"))
+    assert len(mm.get_cat_ids(cat_names=[COCO_CLASSES[i] for i in COCO_TO_ARGOVERSE])) == 6
+    # ...while the file's own names (what the manifest reads) find all 8.
+    names = read_classes(tmp_path / "val.coco.json")
+    assert names == ARGOVERSE_CLASSES
+    assert mm.get_cat_ids(cat_names=names) == list(range(8))
+
+
+def test_to_coco_test_meta_without_annotations(tmp_path):
+    raw = _argoverse_json()
+    del raw["annotations"]
+    summary = to_coco(_write(tmp_path / "test-meta.json", raw), tmp_path / "t.json")
+    assert summary["annotations"] == 0 and summary["has_annotations"] is False
+    assert len(_coco(tmp_path / "t.json").getImgIds()) == 5
+
+
+def test_to_coco_errors_name_file_and_key(tmp_path):
+    bad_sid = _argoverse_json()
+    bad_sid["images"][4]["sid"] = 2
+    src = _write(tmp_path / "bad_sid.json", bad_sid)
+    with pytest.raises(DatasetError, match=r"bad_sid\.json.*sid 2.*seq_dirs"):
+        to_coco(src, tmp_path / "o.json")
+    no_dirs = _argoverse_json()
+    del no_dirs["seq_dirs"]
+    src = _write(tmp_path / "no_dirs.json", no_dirs)
+    with pytest.raises(DatasetError, match=r"no_dirs\.json lacks the top-level key 'seq_dirs'"):
+        to_coco(src, tmp_path / "o.json")
+    no_name = _argoverse_json()
+    del no_name["images"][1]["name"]
+    with pytest.raises(DatasetError, match=r"images\[1\] lacks \['name'\]"):
+        to_coco(_write(tmp_path / "no_name.json", no_name), tmp_path / "o.json")
+    with pytest.raises(DatasetError, match=r"data root .*Argoverse-1.1/tracking"):
+        to_coco(_write(tmp_path / "ok.json", _argoverse_json()), tmp_path / "o.json",
+                data_root_hint=tmp_path)
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_class_mapping_coco_to_argoverse():
+    from mmdet.datasets import CocoDataset
+
+    assert tuple(CocoDataset.METAINFO["classes"]) == COCO_CLASSES
+    mapping = class_mapping(COCO_CLASSES, ARGOVERSE_CLASSES)
+    assert mapping == COCO_TO_ARGOVERSE
+    assert sorted(mapping.values()) == list(range(8))
+    for coco_label, argo_id in mapping.items():
+        assert COCO_CLASSES[coco_label].replace(" ", "_") == ARGOVERSE_CLASSES[argo_id]
+    # an 8-class model already predicts Argoverse's ids: no mapping, whatever the spelling
+    assert class_mapping(ARGOVERSE_CLASSES, ARGOVERSE_CLASSES) is None
+    spaced = [c.replace("_", " ") for c in ARGOVERSE_CLASSES]
+    assert class_mapping(spaced, ARGOVERSE_CLASSES) is None
+    with pytest.raises(DatasetError, match=r"disk_solid.*traffic_light"):
+        class_mapping(class_names(), ARGOVERSE_CLASSES)
+
+
+def test_map_labels_keeps_exactly_the_eight():
+    labels = np.arange(80)
+    scores = np.linspace(0.1, 0.9, 80)
+    boxes = np.stack([labels] * 4, axis=1).astype(np.float32)
+    new, kept_scores, kept_boxes = map_labels(labels, scores, boxes, COCO_TO_ARGOVERSE)
+    assert new.tolist() == list(range(8))
+    assert kept_boxes[:, 0].tolist() == [0, 1, 2, 3, 5, 7, 9, 11]
+    assert np.allclose(kept_scores, scores[[0, 1, 2, 3, 5, 7, 9, 11]])
+    empty = map_labels(np.array([4, 6]), np.array([0.5, 0.5]), np.zeros((2, 4)),
+                       COCO_TO_ARGOVERSE)
+    assert [len(a) for a in empty] == [0, 0, 0]
+
+
+def test_scale_to_size():
+    assert scale_to_size(0.5) == (960, 600)
+    assert scale_to_size(0.75) == (1440, 900)
+    assert scale_to_size(1.0) == (1920, 1200)
+    assert scale_to_size(0.5, native=(320, 200)) == (160, 100)
+    for bad in (0, -0.5, 2.5):
+        with pytest.raises(ModelConfigError, match="outside"):
+            scale_to_size(bad)
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+SMALL = dict(num_train=1, num_proxy=0, num_val=2, frames=5, max_objects=3, still_prob=0.0,
+             max_speed=6.0)
+
+
+def test_sequences_deterministic(tmp_path):
+    a = _digest(generate_sequences(tmp_path / "a", SequencesSpec.from_settings(**SMALL, seed=4)))
+    b = _digest(generate_sequences(tmp_path / "b", SequencesSpec.from_settings(**SMALL, seed=4)))
+    c = _digest(generate_sequences(tmp_path / "c", SequencesSpec.from_settings(**SMALL, seed=5)))
+    assert a == b != c
+
+
+def test_sequences_layout_and_motion(tmp_path):
+    spec = SequencesSpec.from_settings(**SMALL, seed=1, shapes="disk,square")
+    out = generate_sequences(tmp_path / "seq", spec)
+    raw = json.loads((out / "val.json").read_text())
+    assert not any("file_name" in img for img in raw["images"])
+    assert [i["id"] for i in raw["images"]] == list(range(10))
+    assert [(i["sid"], i["fid"]) for i in raw["images"]] == [(s, f) for s in (0, 1)
+                                                              for f in range(5)]
+    assert raw["seq_dirs"] == [f"val/{u}/ring_front_center" for u in raw["sequences"]]
+    assert [c["id"] for c in raw["categories"]] == list(range(6))
+    assert {a["iscrowd"] for a in raw["annotations"]} == {0}
+    assert all(a["area"] == a["bbox"][2] * a["bbox"][3] for a in raw["annotations"])
+    for img in raw["images"]:
+        frame = out / raw["seq_dirs"][img["sid"]] / img["name"]
+        assert frame.is_file() and img["name"] == f"ring_front_center_{img['fid']:06d}.png"
+    # objects move: some track's box changes from frame to frame
+    boxes: dict[int, list] = {}
+    for a in raw["annotations"]:
+        boxes.setdefault(a["track"], []).append(a["bbox"])
+    assert any(len({tuple(b) for b in bs}) > 1 for bs in boxes.values())
+    m = DatasetManifest.load(out / "dataset.json")
+    assert m.classes == tuple(class_names(("disk", "square")))
+    assert set(m.splits) == {"train", "val"}
+    coco = _coco(m.split("val").ann_file)
+    img0 = coco.loadImgs(0)[0]
+    assert (m.split("val").img_dir / img0["file_name"]).is_file()
+
+
+def test_sequences_read_by_mmdet_cocodataset(tmp_path):
+    from mmdet.datasets import CocoDataset
+
+    out = generate_sequences(tmp_path / "seq", SequencesSpec.from_settings(**SMALL, seed=2))
+    m = DatasetManifest.load(out / "dataset.json")
+    s = m.split("val")
+    ds = CocoDataset(ann_file=str(s.ann_file), data_prefix=dict(img=str(s.img_dir) + "/"),
+                     metainfo=dict(classes=m.classes), test_mode=True, pipeline=[],
+                     lazy_init=False)
+    assert len(ds) == 10
+    first = ds.get_data_info(0)
+    assert Path(first["img_path"]).is_file()
+    n_anns = sum(len(ds.get_data_info(i)["instances"]) for i in range(len(ds)))
+    assert n_anns == len(json.loads(s.ann_file.read_text())["annotations"])
+
+
+def test_sequences_spec_errors():
+    with pytest.raises(DatasetError, match="unknown sequences settings"):
+        SequencesSpec.from_settings(num_frames=3)
+    with pytest.raises(DatasetError, match="max_speed"):
+        SequencesSpec.from_settings(max_speed=-1)
