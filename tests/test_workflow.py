@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,31 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def _env() -> dict:
-    """The environment of a user who did not activate the venv: rules must not need PATH."""
-    env = dict(os.environ)
-    venv_bin = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
-    env.pop("VIRTUAL_ENV", None)
-    return env
-
-
-def _workdir(tmp_path: Path) -> Path:
-    """A copy of the workflow and configs, so runs never touch the repository's results/."""
-    wd = tmp_path / "wd"
-    shutil.copytree(REPO / "workflow", wd / "workflow")
-    shutil.copytree(REPO / "config", wd / "config")
-    return wd
-
-
-def _snakemake(wd: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
-    return subprocess.run(SNAKEMAKE + ["--cores", "2", *args], cwd=wd, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+from conftest import snakemake as _snakemake
+from conftest import user_env as _env
+from conftest import workdir as _workdir
 
 
 def _job_counts(output: str) -> dict[str, int]:
@@ -82,15 +59,6 @@ def test_invalid_config_is_refused_with_key(tmp_path):
     r = _snakemake(wd, "-n", "--configfile", "config/bad.yaml")
     assert r.returncode != 0
     assert "bgs.proxy_split: 'val' is an evaluation split" in r.stderr + r.stdout
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """The whole tiny DAG (BGS over three candidates with exhaustive search), run once."""
-    wd = _workdir(tmp_path_factory.mktemp("tiny"))
-    r = _snakemake(wd, "--configfile", "config/tiny.yaml")
-    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    return wd
 
 
 @pytest.mark.slow
