@@ -36,6 +36,15 @@ def _names(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
 
 
+def _size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT, e.g. 960x600."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 960x600)") from None
+    return w, h
+
+
 def _default(key: str, value: Any) -> Any:
     """A value given on the command line, else the pipeline schema's default for `key`."""
     if value is not None:
@@ -69,6 +78,42 @@ def cmd_data_manifest(a: argparse.Namespace) -> None:
     for name in m.splits:
         m.split(name)  # every declared annotation file must exist
     print(f"wrote {a.out}: {len(m.classes)} classes, splits {sorted(m.splits)}")
+
+
+def cmd_data_sequences(a: argparse.Namespace) -> None:
+    from mtpd.data.sequences import SequencesSpec, generate_sequences
+
+    given = {k: getattr(a, k) for k in SEQUENCE_SETTINGS if getattr(a, k) is not None}
+    generate_sequences(a.out, SequencesSpec.from_settings(**given))
+    print(f"wrote {a.out}/dataset.json")
+
+
+def cmd_data_argoverse(a: argparse.Namespace) -> None:
+    from mtpd.data.argoverse import to_coco
+    from mtpd.data.manifest import write_manifest
+    from mtpd.errors import DatasetError
+
+    out_dir = Path(a.out).parent
+    splits = {}
+    for item in a.split:
+        name, _, ann = item.partition(":")
+        if not ann:
+            raise DatasetError(f"--split '{item}' must be NAME:ANN_FILE")
+        info = to_coco(ann, out_dir / f"{name}.coco.json", data_root_hint=a.data_root)
+        print(f"{name}: {info['images']} frames of {info['sequences']} sequences")
+        splits[name] = {"ann_file": str((out_dir / f"{name}.coco.json").resolve()),
+                        "img_dir": str(Path(a.data_root).resolve())}
+    write_manifest(a.out, a.name, "/", splits)
+
+
+def cmd_data_check(a: argparse.Namespace) -> None:
+    from mtpd.data.validate import validate_dataset
+
+    report = validate_dataset(a.dataset, a.out, drop_bad_boxes=a.drop_bad_boxes)
+    for name, split in report["splits"].items():
+        cached = " (cached)" if split["cached"] else ""
+        print(f"{name}: {split['images']} images, {split['annotations']} annotations, "
+              f"{split['dropped_boxes']} boxes dropped{cached}")
 
 
 def cmd_pretrain(a: argparse.Namespace) -> None:
@@ -108,7 +153,8 @@ def cmd_train(a: argparse.Namespace) -> None:
           seed=a.seed if a.seed is not None else _default("train.seeds", None)[0],
           split=a.split, pretrained_backbone=a.pretrained_backbone, init_checkpoint=a.init,
           distill=a.distill, batch_size=a.batch_size, num_workers=a.num_workers,
-          feature_loss_split=a.feature_loss_split, checkpoint_minutes=a.checkpoint_minutes)
+          feature_loss_split=a.feature_loss_split, checkpoint_minutes=a.checkpoint_minutes,
+          input_size=a.input_size)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -118,9 +164,26 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         return
     rec = evaluate(a.config, a.checkpoint, a.dataset, a.out,
                    split=_default("evaluation.split", a.split), predictions=a.predictions,
-                   num_workers=a.num_workers)
+                   num_workers=a.num_workers, backend=a.backend, input_size=a.input_size,
+                   model_classes=a.model_classes)
     if rec is not None:
         print(json.dumps({k: rec[k] for k in rec if "AP" in k}))
+
+
+def cmd_stream(a: argparse.Namespace) -> None:
+    from mtpd.data.argoverse import COCO_CLASSES, class_mapping
+    from mtpd.data.manifest import DatasetManifest
+    from mtpd.streaming import parse_latency, run_streaming
+
+    latency, latency_device = parse_latency(str(_default("streaming.latency", a.latency)))
+    class_map = (class_mapping(COCO_CLASSES, DatasetManifest.load(a.dataset).classes)
+                 if a.model_classes == "coco" else None)
+    rec = run_streaming(a.config, a.checkpoint, a.dataset, _default("streaming.split", a.split),
+                        a.out, scale=a.scale, latency=latency,
+                        perf_factor=_default("streaming.perf_factor", a.perf_factor),
+                        seed=a.seed, class_map=class_map, fps=_default("streaming.fps", a.fps),
+                        name=a.name, latency_device=latency_device)
+    print(f"sAP {rec['sAP']} (offline AP {rec['AP']}) at scale {a.scale} on {rec['device']}")
 
 
 def cmd_tables(a: argparse.Namespace) -> None:
@@ -199,6 +262,11 @@ def _bgs_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--evaluation-split", required=True)
 
 
+SEQUENCE_SETTINGS = {"num_val": int, "frames": int, "width": int, "height": int,
+                     "max_objects": int, "max_speed": float, "still_prob": float, "seed": int,
+                     "shapes": str, "textures": str}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtpd", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -221,6 +289,27 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--data-root", required=True)
     m.add_argument("--split", action="append", required=True, help="NAME:ANN_FILE:IMG_DIR")
     m.set_defaults(func=cmd_data_manifest)
+    q = data.add_parser("sequences", help="generate video-like sequences in Argoverse-HD's "
+                                          "layout (defaults: streaming.dataset.sequences)")
+    q.add_argument("--out", required=True)
+    for name, kind in SEQUENCE_SETTINGS.items():
+        q.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    q.set_defaults(func=cmd_data_sequences)
+    g = data.add_parser("argoverse", help="convert Argoverse-HD annotations to COCO files and "
+                                          "write their manifest")
+    g.add_argument("--out", required=True, help="the manifest to write (dataset.json)")
+    g.add_argument("--name", required=True)
+    g.add_argument("--data-root", required=True,
+                   help="the directory seq_dirs start from (Argoverse-1.1/tracking)")
+    g.add_argument("--split", action="append", required=True, help="NAME:ANN_FILE")
+    g.set_defaults(func=cmd_data_argoverse)
+    c = data.add_parser("check", help="validate every split of a dataset before training; "
+                                      "writes the manifest that training reads")
+    c.add_argument("--dataset", required=True, help="the dataset's manifest")
+    c.add_argument("--out", required=True, help="checked manifest and report (JSON)")
+    c.add_argument("--drop-bad-boxes", action="store_true",
+                   help="drop non-finite, empty or out-of-image boxes instead of failing")
+    c.set_defaults(func=cmd_data_check)
 
     s = sub.add_parser("pretrain", help="pretrain a detector config's backbone on object crops")
     s.add_argument("--config", required=True)
@@ -254,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "split (BGS's feature proxy)")
     s.add_argument("--nproc", type=int, default=1,
                    help="processes on this node, one per GPU (gloo on CPUs); 0 means 1")
+    s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
     s.add_argument("--checkpoint-minutes", type=float,
                    help="also save a resumable checkpoint this often (default: the schema's "
                         "compute.checkpoint_minutes)")
@@ -269,9 +359,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-workers", type=int)
     s.add_argument("--nproc", type=int, default=1,
                    help="processes on this node, each evaluating a share of the images")
+    s.add_argument("--backend", choices=["faster_coco_eval", "pycocotools"],
+                   help="COCO evaluator (default: the schema's evaluation.backend)")
+    s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
+    s.add_argument("--model-classes", choices=["dataset", "coco"], default="dataset",
+                   help="coco: a COCO-80 model, its labels mapped to the dataset's classes")
     s.set_defaults(func=cmd_evaluate)
 
     _bgs_parsers(sub)
+
+    s = sub.add_parser("stream", help="streaming AP of a checkpoint on video sequences at one "
+                                      "input scale, in simulated real time")
+    s.add_argument("--config", required=True)
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--dataset", required=True, help="manifest of the sequences")
+    s.add_argument("--split", help="default: the schema's streaming.split")
+    s.add_argument("--out", required=True)
+    s.add_argument("--scale", type=float, required=True,
+                   help="input size as a fraction of the native frame size")
+    s.add_argument("--latency",
+                   help="measured, seconds per frame, or a runtime record (JSON) to draw from")
+    s.add_argument("--perf-factor", type=float, help="runtimes are divided by this")
+    s.add_argument("--fps", type=float)
+    s.add_argument("--seed", type=int, required=True, help="seeds the runtimes drawn")
+    s.add_argument("--name", help="the model's name in streaming tables")
+    s.add_argument("--model-classes", choices=["dataset", "coco"], default="dataset")
+    s.set_defaults(func=cmd_stream)
 
     s = sub.add_parser("tables", help="result tables and plots from results/ alone")
     s.add_argument("paths", nargs="+", metavar="PATH",

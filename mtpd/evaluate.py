@@ -22,6 +22,7 @@ import numpy as np
 
 from mtpd import distributed
 from mtpd.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
+from mtpd.devices import device_name
 from mtpd.data.manifest import DatasetManifest
 from mtpd.io import atomic_write_json
 from mtpd.model_config import build_job_config
@@ -31,9 +32,7 @@ log = logging.getLogger("mtpd.evaluate")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # COCOeval's 12 summary statistics, in its `stats` order.
 ALL_STAT_NAMES = (*STAT_NAMES, "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-COCO_BACKENDS = ("faster_coco_eval", "pycocotools")
-# Same 12 stats as pycocotools, several times faster (benchmarks/coco_eval_speed.py).
-DEFAULT_COCO_BACKEND = "faster_coco_eval"
+COCO_BACKENDS = ("faster_coco_eval", "pycocotools")  # default: the schema's evaluation.backend
 
 
 def coco_api(backend: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -54,7 +53,7 @@ def coco_api(backend: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
 
 
 def coco_eval(gt_file: str | Path, results: list[dict], iou_type: str = "bbox", *,
-              backend: str = DEFAULT_COCO_BACKEND, all_stats: bool = False
+              backend: str | None = None, all_stats: bool = False
               ) -> dict[str, float | None]:
     """Standard COCO evaluation (default parameters); AP values in percent.
 
@@ -62,6 +61,10 @@ def coco_eval(gt_file: str | Path, results: list[dict], iou_type: str = "bbox", 
     (both libraries add keys to the dicts they are given, so they get copies).
     """
     names = ALL_STAT_NAMES if all_stats else STAT_NAMES
+    if backend is None:
+        from mtpd.pipeline_config import default
+
+        backend = default("evaluation.backend")
     COCO, COCOeval = coco_api(backend)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(gt_file))
@@ -78,8 +81,10 @@ def coco_eval(gt_file: str | Path, results: list[dict], iou_type: str = "bbox", 
             for name, v in zip(names, ev.stats[:len(names)], strict=True)}
 
 
-def to_coco_results(sample: Any, cat_ids: list[int]) -> tuple[list[dict], list[dict]]:
-    """One DetDataSample's predictions as COCO bbox and segm results."""
+def to_coco_results(sample: Any, cat_ids: list[int], label_map: dict[int, int] | None = None
+                    ) -> tuple[list[dict], list[dict]]:
+    """One DetDataSample's predictions as COCO bbox and segm results; with `label_map` (model
+    label -> dataset label, `mtpd.data.argoverse.class_mapping`) unmapped labels are dropped."""
     from pycocotools import mask as mask_utils
 
     inst = sample.pred_instances
@@ -90,8 +95,11 @@ def to_coco_results(sample: Any, cat_ids: list[int]) -> tuple[list[dict], list[d
     masks = inst.masks.detach().cpu().numpy() if "masks" in inst else None
     bbox_res, segm_res = [], []
     for i in range(len(scores)):
+        label = int(labels[i]) if label_map is None else label_map.get(int(labels[i]))
+        if label is None:
+            continue
         x0, y0, x1, y1 = (float(v) for v in boxes[i])
-        common = {"image_id": img_id, "category_id": cat_ids[int(labels[i])],
+        common = {"image_id": img_id, "category_id": cat_ids[label],
                   "score": float(scores[i])}
         bbox_res.append({**common, "bbox": [x0, y0, x1 - x0, y1 - y0]})
         if masks is not None:
@@ -101,29 +109,28 @@ def to_coco_results(sample: Any, cat_ids: list[int]) -> tuple[list[dict], list[d
     return bbox_res, segm_res
 
 
-def device_name() -> str:
-    """The device runtimes are measured on (runtimes are never reported without it)."""
-    import platform
-
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda: {torch.cuda.get_device_name()}"
-    return f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-
-
 def predict(model_config: str, checkpoint: str | Path, ckpt: dict, manifest: DatasetManifest,
-            split: str, num_workers: int | None = None) -> tuple[list[dict], list[dict], float]:
+            split: str, num_workers: int | None = None,
+            input_size: tuple[int, int] | None = None, model_classes: str | None = None
+            ) -> tuple[list[dict], list[dict], float]:
     """Runs the detector (`ckpt`, loaded from `checkpoint`) over a split; returns bbox results,
     segm results and seconds per image. In a multi-process run each process predicts its share
-    of the images and every process returns all of them."""
+    of the images and every process returns all of them. `model_classes` "coco": the model
+    keeps COCO's 80 classes and its labels are mapped to the dataset's (Argoverse-HD's 8)."""
     import torch
     from mmengine.registry import MODELS
     from mmengine.runner import Runner
 
     register_all_modules()
     distributed.init_process_group()
-    cfg = build_job_config(model_config, manifest, test_split=split, num_workers=num_workers)
+    label_map = None
+    if model_classes == "coco":
+        from mtpd.data.argoverse import COCO_CLASSES, class_mapping
+
+        label_map = class_mapping(COCO_CLASSES, manifest.classes)
+    cfg = build_job_config(model_config, manifest, train_split=None, test_split=split,
+                           num_workers=num_workers, input_size=input_size,
+                           keep_num_classes=model_classes == "coco")
     cfg.test_dataloader["sampler"] = dict(type="DefaultSampler", shuffle=False, round_up=False)
     model = MODELS.build(cfg.model)
     missing, unexpected = model.load_state_dict(state_dict_of(ckpt, checkpoint), strict=False)
@@ -144,7 +151,7 @@ def predict(model_config: str, checkpoint: str | Path, ckpt: dict, manifest: Dat
     with torch.no_grad():
         for batch in loader:
             for sample in model.test_step(batch):
-                b, s = to_coco_results(sample, cat_ids)
+                b, s = to_coco_results(sample, cat_ids, label_map)
                 bbox_res += b
                 segm_res += s
                 n += 1
@@ -162,19 +169,23 @@ PROVENANCE = ("stage_epochs", "total_epochs", "train_seconds", "total_train_seco
 
 def evaluate(model_config: str, checkpoint: str | Path, dataset: str | Path, out: str | Path, *,
              split: str, predictions: str | Path | None = None,
-             num_workers: int | None = None) -> dict[str, Any] | None:
+             num_workers: int | None = None, backend: str | None = None,
+             input_size: tuple[int, int] | None = None, model_classes: str | None = None
+             ) -> dict[str, Any] | None:
     """Evaluates `checkpoint` on `split` and writes the metrics JSON at `out` (the first process
     of a multi-process run scores and writes; the others return None)."""
     manifest = DatasetManifest.load(dataset)
     gt_file = manifest.split(split).ann_file
     ckpt = load_checkpoint_file(checkpoint)
     bbox_res, segm_res, sec_per_img = predict(model_config, checkpoint, ckpt, manifest, split,
-                                              num_workers=num_workers)
+                                              num_workers=num_workers, input_size=input_size,
+                                              model_classes=model_classes)
     if distributed.rank() != 0:
         return None
-    metrics: dict[str, Any] = coco_eval(gt_file, bbox_res, "bbox")
+    metrics: dict[str, Any] = coco_eval(gt_file, bbox_res, "bbox", backend=backend)
     if segm_res:
-        metrics.update({f"mask_{k}": v for k, v in coco_eval(gt_file, segm_res, "segm").items()})
+        mask = coco_eval(gt_file, segm_res, "segm", backend=backend)
+        metrics.update({f"mask_{k}": v for k, v in mask.items()})
     meta = ckpt.get("meta", {}).get("mtpd", {})
     record = {"split": split, "checkpoint": str(checkpoint), "config": str(model_config),
               **metrics, "num_detections": len(bbox_res),

@@ -3,7 +3,7 @@
 The rules, BGS and the tables all ask this module, so a path is spelled in one place. Layout::
 
     results/
-      data/<dataset>/dataset.json                     shared by every experiment on <dataset>
+      data/<dataset>/dataset.json, checked.json       shared by every experiment on <dataset>
       pretrained/<dataset>/<backbone>/spec.json, backbone.pth
       teachers/<dataset>/<teacher>/spec.json, model.pth, metrics_<split>.json
       <experiment>/experiment.json                    the completed pipeline config
@@ -15,7 +15,8 @@ The rules, BGS and the tables all ask this module, so a path is spelled in one p
       <experiment>/tables/*.{csv,md,tex}, <experiment>/plots/*.png
       logs/slurm/...                                  SLURM's own job logs (see the profile)
 
-Every model has `metrics_<split>.json` beside it and every job's log sits beside its output
+Every model has `metrics_<split>.json` (and `stream_<dataset>_<split>_s<scale>.json` when
+streaming evaluation is on) beside it and every job's log sits beside its output
 (`train.log`, `evaluate_<split>.log`, ...). A path says what a model is (`describe`), so
 `mtpd tables` needs nothing but the tree. Arguments may be Snakemake wildcards such as
 "{seed}"; the functions only format strings. No heavy imports: the Snakefile loads this module.
@@ -54,6 +55,11 @@ def metrics_path(model: str, split: str) -> str:
     return str(PurePosixPath(model).with_name(f"metrics_{split}.json"))
 
 
+def stream_path(model: str, dataset: str, split: str, scale: float | str) -> str:
+    """A model's streaming record on a sequence dataset's split at one input scale, beside it."""
+    return str(PurePosixPath(model).with_name(f"stream_{dataset}_{split}_s{scale}.json"))
+
+
 def log_path(output: str, step: str) -> str:
     """A job's log, beside the file it makes: `.../model.pth` -> `.../<step>.log`."""
     return str(PurePosixPath(output).with_name(f"{step}.log"))
@@ -72,7 +78,12 @@ class Layout:
         return f"{self.root}/data/{self.dataset}"
 
     def dataset_manifest(self) -> str:
+        """The manifest as made (generated data) or described (COCO-format data)."""
         return f"{self.dataset_dir()}/dataset.json"
+
+    def checked_manifest(self) -> str:
+        """The manifest after validation, the one every training and evaluation job reads."""
+        return f"{self.dataset_dir()}/checked.json"
 
     def pretrained_dir(self, backbone: str) -> str:
         return f"{self.root}/pretrained/{self.dataset}/{backbone}"
@@ -123,11 +134,13 @@ class Layout:
     def plots_dir(self) -> str:
         return f"{self.experiment_dir()}/plots"
 
-    def table_files(self, bgs: bool, exhaustive: bool) -> list[str]:
+    def table_files(self, bgs: bool, exhaustive: bool, streaming: bool = False) -> list[str]:
         """What `mtpd tables` writes for this experiment (the tables rule's outputs)."""
         t, p = self.tables_dir(), self.plots_dir()
         files = [f"{t}/main.csv", f"{t}/main.md", f"{t}/main.tex", f"{t}/runs.csv",
                  f"{p}/stages.png"]
+        if streaming:
+            files.append(f"{t}/streaming.csv")
         if bgs:
             files += [f"{t}/bgs_log.csv", f"{t}/bgs_cost.csv", f"{p}/bgs.png"]
             if exhaustive:

@@ -95,6 +95,24 @@ def set_num_classes(node: Any, num_classes: int, key: str | None = None) -> int:
     return count
 
 
+def set_input_size(cfg: Config, size: tuple[int, int]) -> int:
+    """Sets every Resize of the train and test pipelines to `size` (width, height), keeping the
+    aspect ratio, as Argoverse-HD's input scales (fractions of 1920x1200) need. Returns how
+    many were set, so callers can refuse a config with none."""
+    count = 0
+    for key in ("train_dataloader", "test_dataloader"):
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        for step in _inner_dataset(loader, key).get("pipeline") or []:
+            if step.get("type") in ("Resize", "RandomResize", "RandomChoiceResize"):
+                step["type"], step["scale"], step["keep_ratio"] = "Resize", tuple(size), True
+                step.pop("scales", None)
+                step.pop("ratio_range", None)
+                count += 1
+    return count
+
+
 def set_epochs(cfg: Config, epochs: int) -> None:
     """Sets max_epochs and rescales epoch-based schedulers (milestones, begin/end, T_max)."""
     loop = cfg.get("train_cfg") or {}
@@ -118,22 +136,29 @@ def set_epochs(cfg: Config, epochs: int) -> None:
 
 
 def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
-                     work_dir: str | Path | None = None, train_split: str = "train",
+                     work_dir: str | Path | None = None, train_split: str | None = "train",
                      test_split: str | None = None, epochs: int | None = None,
                      seed: int | None = None, pretrained_backbone: str | None = None,
-                     batch_size: int | None = None, num_workers: int | None = None) -> Config:
+                     batch_size: int | None = None, num_workers: int | None = None,
+                     input_size: tuple[int, int] | None = None,
+                     keep_num_classes: bool = False) -> Config:
     """The user's config, adapted to one mtpd job (see module docstring).
 
-    None leaves the model config's own value (epochs, batch size, workers); `seed` matters for
-    training jobs only."""
+    None leaves the model config's own value (epochs, batch size, workers, input size); `seed`
+    matters for training jobs only. `keep_num_classes` keeps the heads' own classes (a COCO
+    model evaluated on another dataset through a class mapping)."""
     cfg = load_config(model_config)
     if "model" not in cfg:
         raise ModelConfigError(f"{model_config} defines no 'model'")
-    set_split(cfg, "train_dataloader", manifest, train_split)
+    if train_split is not None:  # evaluation-only jobs leave the training data alone
+        set_split(cfg, "train_dataloader", manifest, train_split)
     if test_split is not None:
         set_split(cfg, "test_dataloader", manifest, test_split)
-    if set_num_classes(cfg.model, len(manifest.classes)) == 0:
+    if not keep_num_classes and set_num_classes(cfg.model, len(manifest.classes)) == 0:
         raise ModelConfigError(f"{model_config}: found no head with 'num_classes' in model")
+    if input_size is not None and set_input_size(cfg, input_size) == 0:
+        raise ModelConfigError(f"{model_config}: found no Resize in its pipelines to set the "
+                               f"input size {input_size[0]}x{input_size[1]}")
     if epochs is not None:
         set_epochs(cfg, epochs)
     if cfg.get("train_dataloader") and not (cfg.get("auto_scale_lr") or {}).get(

@@ -112,8 +112,6 @@ def cross_problems(c: dict[str, Any]) -> list[str]:
     known = f"(teachers: {', '.join(teachers)})"
     backbones = c["pretrain"]["backbones"]
     dataset = c["dataset"]
-    if dataset["kind"] == "coco" and "coco" not in dataset:
-        problems.append("dataset.coco: required when dataset.kind is 'coco'")
     for where, m in [("student", c["student"])] + [(f"teachers.{k}", v)
                                                   for k, v in teachers.items()]:
         bb = m.get("backbone")
@@ -142,17 +140,33 @@ def cross_problems(c: dict[str, Any]) -> list[str]:
         problem = proxy_split_problem(bgs["proxy_split"], eval_split)
         if problem:
             problems.append(f"bgs.proxy_split: {problem}")
+    stream = c["streaming"]
+    if stream["enabled"] and stream["dataset"]["kind"] == "sequences" and \
+            dataset["kind"] != "shapes":
+        problems.append("streaming.dataset.kind: generated sequences carry the classes of "
+                        "generated shapes data; for other data use kind 'argoverse'")
+    if stream["enabled"] and stream["dataset"]["kind"] == "argoverse" and \
+            "argoverse" not in stream["dataset"]:
+        problems.append("streaming.dataset.argoverse: required when streaming.dataset.kind is "
+                        "'argoverse' (data_root and ann_file of Argoverse-HD)")
+    for name, t in teachers.items():
+        if t["classes"] == "coco" and "checkpoint" not in t:
+            problems.append(f"teachers.{name}.classes: a COCO-class teacher comes from a "
+                            "checkpoint (trained here, a teacher has the dataset's classes)")
     if not bgs["enabled"] and not distill["orders"]:
         problems.append("distill.orders: give at least one order when bgs.enabled is false "
                         "(otherwise nothing is distilled progressively)")
-    if dataset["kind"] == "coco" and "coco" in dataset:
-        splits = dataset["coco"]["splits"]
+    kind = dataset["kind"]
+    if kind in ("coco", "argoverse") and kind not in dataset:
+        problems.append(f"dataset.{kind}: required when dataset.kind is '{kind}'")
+    if kind in ("coco", "argoverse") and kind in dataset:
+        splits = dataset[kind]["splits"]
         needed = {"evaluation.split": eval_split}
         if bgs["enabled"]:
             needed["bgs.proxy_split"] = bgs["proxy_split"]
         for key, split in needed.items():
             if split not in splits:
-                problems.append(f"{key}: '{split}' is not a split of dataset.coco.splits "
+                problems.append(f"{key}: '{split}' is not a split of dataset.{kind}.splits "
                                 f"({', '.join(splits)}); add it there")
     return problems
 
@@ -166,6 +180,9 @@ def resolve_derived(c: dict[str, Any]) -> None:
         bgs["proxy_epochs"] = max(1, c["student"]["epochs"] // 4)
     if distill["direct"] is None:
         distill["direct"] = list(bgs["pool"]) if bgs["enabled"] else []
+    stream = c["streaming"]["dataset"]
+    if stream["name"] is None:
+        stream["name"] = f"{c['dataset']['name']}-{stream['kind']}"
 
 
 def complete(config: dict[str, Any], source: str = "config") -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mtpd.devices import device_name
 from mtpd.errors import CheckpointError, DatasetError, ModelConfigError, MtpdError
 from mtpd.io import atomic_write_json
 
@@ -187,30 +187,6 @@ def parse_latency(text: str) -> tuple[Latency, str | None]:
                     "record with 'measured_runtimes_s'")
 
 
-def device_name(device: str | None = None) -> str:
-    """What runtimes were measured on: `cuda: <GPU>` or `cpu: <model> (<n> threads)`.
-
-    Runtimes from different devices are not comparable, so every one reported carries this."""
-    import torch
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda"):
-        return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
-    return f"cpu: {_cpu_model()} ({torch.get_num_threads()} threads)"
-
-
-def _cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def runtime_stats(runtimes: Sequence[float]) -> dict[str, float]:
     """Mean, median and 90th percentile in milliseconds."""
     arr = np.asarray(runtimes, dtype=np.float64) * 1000
@@ -287,17 +263,17 @@ def _build_model(model_config: str, checkpoint: str | Path, manifest: Any, split
     from mmengine.registry import MODELS
 
     from mtpd.checkpoint import load_checkpoint_file, state_dict_of
-    from mtpd.model_config import build_job_config, load_config, set_num_classes
+    from mtpd.model_config import build_job_config
     from mtpd.registry import register_all_modules
 
     register_all_modules()
-    cfg = build_job_config(model_config, manifest, test_split=split, num_workers=0)
+    cfg = build_job_config(model_config, manifest, train_split=None, test_split=split,
+                           num_workers=0, keep_num_classes=class_map is not None)
     if class_map is not None:
-        own = _config_num_classes(load_config(model_config).model)
+        own = _config_num_classes(cfg.model)
         if own is None or own <= max(class_map):
             raise ModelConfigError(f"{model_config}: the class map needs labels up to "
                                    f"{max(class_map)}, but the config's num_classes is {own}")
-        set_num_classes(cfg.model, own)
     model = MODELS.build(cfg.model)
     ckpt = load_checkpoint_file(checkpoint)
     missing, unexpected = model.load_state_dict(state_dict_of(ckpt, checkpoint), strict=False)

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from mtpd.io import atomic_write_text, atomic_write_with
-from mtpd.layout import ROOT, Layout, describe, metrics_path
+from mtpd.layout import ROOT, Layout, describe, metrics_path, stream_path
 
 STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "mask_AP"]
 METHODS = {"teacher": "teacher", "baseline": "student alone", "direct": "direct",
@@ -126,6 +126,27 @@ def bgs_tables(result: dict[str, Any], seed: int) -> tuple[pd.DataFrame, pd.Data
                           "stage_trainings_with_reuse": c[f"{search}_stage_trainings_with_reuse"]}
                          for search in ("bgs", "exhaustive")])
     return log, cost
+
+
+def streaming_table(exp_dir: Path) -> pd.DataFrame:
+    """Streaming AP per model: sAP at every input scale, the best scale (as in the paper's
+    streaming table), offline AP there, the runtime and the device it was measured on."""
+    from mtpd.streaming import sweep_table
+
+    layout, config = experiment_layout(exp_dir)
+    s = config["streaming"]
+    pattern = Path(stream_path("x/model.pth", s["dataset"]["name"], s["split"], "*")).name
+    paths = [p for t in config["teachers"]
+             for p in sorted(Path(layout.teacher_dir(t)).glob(pattern))]
+    for seed in config["train"]["seeds"]:
+        paths += sorted(Path(layout.seed_dir(seed)).glob(f"**/{pattern}"))
+    records = [read_json(p) for p in paths]
+    rows = []
+    for row in sweep_table(records):
+        by_scale = {f"sAP@{k}": v for k, v in row.pop("sAP_by_scale").items()}
+        size = row.pop("input_size")
+        rows.append({**row, "input_size": f"{size[0]}x{size[1]}", **by_scale})
+    return pd.DataFrame(rows)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -266,7 +287,11 @@ def write_experiment_tables(exp_dir: str | Path) -> pd.DataFrame:
         if ranked:
             write_table(pd.DataFrame(ranked), tables, "bgs_exhaustive",
                         "Exhaustive search on the same proxy (BGS's order marked)")
-    expected = layout.table_files(config["bgs"]["enabled"], config["bgs"]["exhaustive"])
+    if config["streaming"]["enabled"]:
+        write_table(streaming_table(exp_dir), tables, "streaming",
+                    "Streaming AP at 30 FPS: the best input scale per model")
+    expected = layout.table_files(config["bgs"]["enabled"], config["bgs"]["exhaustive"],
+                                  config["streaming"]["enabled"])
     missing = [f for f in expected if not Path(f).is_file()]
     if missing:
         raise ValueError(f"tables of {exp_dir} are incomplete (no {', '.join(missing)}); "

@@ -33,7 +33,8 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
           init_checkpoint: str | None = None, distill: dict[str, Any] | None = None,
           batch_size: int | None = None, num_workers: int | None = None,
           feature_loss_split: str | None = None,
-          checkpoint_minutes: float | None = None) -> Path:
+          checkpoint_minutes: float | None = None,
+          input_size: tuple[int, int] | None = None) -> Path:
     """Trains and writes a model checkpoint at `out`; returns `out`.
 
     `epochs` None keeps the model config's own. `distill` (optional) makes this a distillation
@@ -56,7 +57,8 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
     work_dir = work_dir_for(out)
     cfg = build_job_config(model_config, manifest, work_dir=work_dir, train_split=split,
                            epochs=epochs, seed=seed, pretrained_backbone=pretrained_backbone,
-                           batch_size=batch_size, num_workers=num_workers)
+                           batch_size=batch_size, num_workers=num_workers,
+                           input_size=input_size)
     # Fail early, naming the file, if the previous stage's checkpoint is bad.
     init_meta = (load_checkpoint_file(init_checkpoint).get("meta", {}).get("mtpd", {})
                  if init_checkpoint else {})

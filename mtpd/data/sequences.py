@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mtpd.data.argoverse import to_coco
+from mtpd.data.argoverse import FPS, to_coco
 from mtpd.data.shapes import (SHAPES, SPLIT_STREAM, TEXTURES, _background, _contrasting_colors,
                               _shape_mask, _texture, class_names)
 from mtpd.errors import DatasetError
@@ -42,36 +42,40 @@ CAMERA = "ring_front_center"
 class SequencesSpec:
     """Parameters of a generated sequence dataset; written beside the data as `spec.json`.
 
-    Counts are sequences per split; speeds are in pixels per frame."""
+    Counts are sequences per split; speeds are in pixels per frame. The fields a pipeline
+    config sets (`streaming.dataset.sequences` of the schema, with the main dataset's shapes and
+    textures) take the schema's defaults through `from_settings`; the rest are fixed here."""
 
-    num_train: int = 4
-    num_proxy: int = 1
-    num_val: int = 3
-    frames: int = 30
-    width: int = 320
-    height: int = 200
-    min_objects: int = 1
-    max_objects: int = 4
-    min_size: float = 10.0
-    max_size_frac: float = 0.5      # of the frame height
-    max_speed: float = 6.0
-    still_prob: float = 0.25        # share of objects that do not move
-    min_visible: float = 0.35       # annotated only while this share of the object shows
+    num_val: int
+    frames: int
+    width: int
+    height: int
+    max_objects: int
+    max_speed: float
+    still_prob: float               # share of objects that do not move
+    seed: int
     shapes: tuple[str, ...] = SHAPES
     textures: tuple[str, ...] = TEXTURES
-    seed: int = 0
-    fps: float = 30.0
+    num_train: int = 0              # streaming evaluation needs val sequences only
+    num_proxy: int = 0
+    min_objects: int = 1
+    min_size: float = 10.0
+    max_size_frac: float = 0.5      # of the frame height
+    min_visible: float = 0.35       # annotated only while this share of the object shows
+    fps: float = FPS                # Argoverse-HD's frame rate
 
     @classmethod
     def from_settings(cls, **settings: Any) -> "SequencesSpec":
         """A spec from CLI/config settings (shapes/textures may be comma-separated strings);
-        missing ones take the dataclass defaults."""
+        missing ones take the schema's defaults (`streaming.dataset.sequences`)."""
+        from mtpd.pipeline_config import default
+
         known = {f.name for f in fields(cls)}
         unknown = set(settings) - known
         if unknown:
             raise DatasetError(f"unknown sequences settings {sorted(unknown)}; known: "
                                f"{sorted(known)}")
-        values = dict(settings)
+        values = default("streaming.dataset.sequences") | settings
         for key in ("shapes", "textures"):
             if isinstance(values.get(key), str):
                 values[key] = tuple(values[key].split(","))
@@ -81,7 +85,7 @@ class SequencesSpec:
 
     def __post_init__(self) -> None:
         checks = {
-            "num_train": self.num_train >= 1, "num_proxy": self.num_proxy >= 0,
+            "num_train": self.num_train >= 0, "num_proxy": self.num_proxy >= 0,
             "num_val": self.num_val >= 1, "frames": self.frames >= 1,
             "width": self.width >= 32, "height": self.height >= 32,
             "min_objects": 1 <= self.min_objects <= self.max_objects,

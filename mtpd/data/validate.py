@@ -625,8 +625,9 @@ def validate_dataset(manifest_path: str | Path, out_report: Path, *, drop_bad_bo
     Raises DatasetError listing every problem, one per line, and then writes nothing (no report,
     no cleaned file, no cache entry), so the Snakemake rule fails before any training. Passing
     splits are cached in `cache_dir` (default: `.validate-cache` beside the report); cleaned
-    files go beside the report as `<split>.clean.json` and the report's `use_ann_file` names
-    the file each split should be trained or evaluated on.
+    files go beside the report as `<split>.clean.json`. The report is a dataset manifest itself
+    (`DatasetManifest.load` reads it): each split's `ann_file` is the file to train or evaluate
+    on (the cleaned one when boxes were dropped), `source_ann_file` the one checked.
     """
     manifest = DatasetManifest.load(manifest_path)
     out_report = Path(out_report)
@@ -645,8 +646,11 @@ def validate_dataset(manifest_path: str | Path, out_report: Path, *, drop_bad_bo
             _write_cleaned(report, cleaned, out_report.parent / f"{name}.clean.json")
         if not report.cached:
             atomic_write_json(entry, report.to_json())
-    out = {"manifest": str(manifest.path), "dataset": manifest.name, "version": VERSION,
-           **options, "splits": {name: _public(r) for name, r in reports.items()}}
+    # The report is also the manifest every later step reads: `ann_file` is the file to use.
+    splits = {name: {**_public(r), "source_ann_file": str(r.ann_file),
+                     "ann_file": str(r.use_ann_file)} for name, r in reports.items()}
+    out = {"name": manifest.name, "data_root": str(manifest.data_root),
+           "manifest": str(manifest.path), "version": VERSION, **options, "splits": splits}
     atomic_write_json(out_report, out)
     return out
 

@@ -202,7 +202,8 @@ def build_distiller_cfg(cfg: Any, distill: dict[str, Any], num_classes: int,
                         student_init: str | None = None) -> dict[str, Any]:
     """The `model` entry of a distillation stage, from a job config and `distill` settings.
 
-    `distill` holds teacher_config and teacher_checkpoint (required) and any of
+    `distill` holds teacher_config and teacher_checkpoint (required), teacher_classes
+    ("dataset", or "coco" for a COCO-80 teacher, whose head keeps its classes) and any of
     `STAGE_SETTINGS`, which mean what the pipeline config's `distill` keys mean; those left out
     take the schema's defaults. A FeatureMSELoss without loss_weight gets the paper's lambda for
     the student's type; teacher_scale 'auto' is the ratio of the teacher's and student's
@@ -211,10 +212,11 @@ def build_distiller_cfg(cfg: Any, distill: dict[str, Any], num_classes: int,
     from mtpd.model_config import load_config, set_num_classes
     from mtpd.pipeline_config import default
 
-    unknown = set(distill) - set(STAGE_SETTINGS) - {"teacher_config", "teacher_checkpoint"}
+    teacher_keys = {"teacher_config", "teacher_checkpoint", "teacher_classes"}
+    unknown = set(distill) - set(STAGE_SETTINGS) - teacher_keys
     if unknown:
-        raise ValueError(f"unknown distillation settings {sorted(unknown)}; known: teacher_config, "
-                         f"teacher_checkpoint, {', '.join(STAGE_SETTINGS)}")
+        raise ValueError(f"unknown distillation settings {sorted(unknown)}; known: "
+                         f"{', '.join(sorted(teacher_keys) + list(STAGE_SETTINGS))}")
     for key in ("teacher_config", "teacher_checkpoint"):
         if not distill.get(key):
             raise ValueError(f"distillation settings lack '{key}'")
@@ -223,7 +225,8 @@ def build_distiller_cfg(cfg: Any, distill: dict[str, Any], num_classes: int,
     student = student.to_dict() if hasattr(student, "to_dict") else student
     tcfg = load_config(distill["teacher_config"])
     teacher = tcfg.model.to_dict()
-    set_num_classes(teacher, num_classes)
+    if distill.get("teacher_classes", "dataset") == "dataset":  # else its own (COCO's 80)
+        set_num_classes(teacher, num_classes)
     teacher.setdefault("backbone", {})["init_cfg"] = None  # weights come from the checkpoint
     loss = {k: v for k, v in settings["loss"].items() if v is not None}
     if loss["type"] == "FeatureMSELoss" and "loss_weight" not in loss:

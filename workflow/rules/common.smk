@@ -7,6 +7,7 @@ import sys
 
 import mtpd.pipeline_config as pipeline_config
 from mtpd.bgs import candidate_chains, exhaustive_chains
+from mtpd.data.argoverse import scale_to_size
 from mtpd.errors import PipelineConfigError
 from mtpd.layout import (
     CHAIN,
@@ -14,9 +15,11 @@ from mtpd.layout import (
     Layout,
     chain_dir,
     definition_conflicts,
+    describe,
     log_path,
     metrics_path,
     stage_prefixes,
+    stream_path,
 )
 
 try:
@@ -29,6 +32,11 @@ config.clear()
 config.update(completed)
 
 LAYOUT = Layout(config["experiment"], config["dataset"]["name"])
+ANY_DATASET = Layout(
+    config["experiment"], "{dataset}"
+)  # the data rules shared by datasets
+STREAM = config["streaming"]
+STREAM_LAYOUT = Layout(config["experiment"], STREAM["dataset"]["name"])
 STUDENT = config["student"]
 TEACHERS = config["teachers"]
 DISTILL = config["distill"]
@@ -66,12 +74,28 @@ def alternation(names):
 
 # --- shared targets (dataset, pretrained backbones, teachers) and their definitions ---------
 def get_dataset_manifest():
-    return LAYOUT.dataset_manifest()
+    """The validated manifest: every training and evaluation job reads this one."""
+    return LAYOUT.checked_manifest()
 
 
 def get_shapes_args():
     shapes = config["dataset"]["shapes"]
     return " ".join(f"--{k.replace('_', '-')} {shapes[k]}" for k in sorted(shapes))
+
+
+def get_argoverse_split_args(splits):
+    return " ".join(shlex.quote(f"--split={k}:{v}") for k, v in sorted(splits.items()))
+
+
+def get_sequences_args():
+    """The generated sequences carry the classes of the generated shapes data."""
+    shapes = config["dataset"]["shapes"]
+    settings = {
+        **STREAM["dataset"]["sequences"],
+        "shapes": shapes["shapes"],
+        "textures": shapes["textures"],
+    }
+    return " ".join(f"--{k.replace('_', '-')} {settings[k]}" for k in sorted(settings))
 
 
 def get_coco_split_args():
@@ -178,16 +202,24 @@ def get_start_flag(wildcards, input):
     return ""
 
 
+def get_input_size_flag():
+    """Argoverse-HD trains and evaluates at a fraction of its 1920x1200 frames."""
+    if config["dataset"]["kind"] != "argoverse":
+        return ""
+    w, h = scale_to_size(config["dataset"]["argoverse"]["input_scale"])
+    return f"--input-size {w}x{h}"
+
+
 def get_train_options(wildcards):
     """The student's data loading settings (teachers keep their model config's batch size)."""
-    options = []
+    options = [get_input_size_flag()]
     for key in ("batch_size", "num_workers"):
         value = config["train"][key]
         if value is not None and (
             key == "num_workers" or "teacher" not in wildcards.keys()
         ):
             options.append(f"--{key.replace('_', '-')} {value}")
-    return " ".join(options)
+    return " ".join(o for o in options if o)
 
 
 def get_distill_flag(teacher):
@@ -195,6 +227,7 @@ def get_distill_flag(teacher):
     settings = {
         "teacher_config": TEACHERS[teacher]["config"],
         "teacher_checkpoint": LAYOUT.teacher_model(teacher),
+        "teacher_classes": TEACHERS[teacher]["classes"],
         **{k: v for k, v in DISTILL.items() if k not in ("orders", "direct")},
     }
     return f"--distill {get_json_arg(settings)}"
@@ -351,7 +384,8 @@ def get_static_targets():
     for seed in SEEDS:
         models += get_student_models(seed, orders, mtpd_order) if orders else []
     bgs = [LAYOUT.bgs_file(s, "result") for s in SEEDS] if BGS["enabled"] else []
-    return get_teacher_metrics() + get_evaluated(models) + bgs
+    streams = [r for s in SEEDS for r in get_stream_records(s, static=True)]
+    return get_teacher_metrics() + get_evaluated(models) + bgs + list(dict.fromkeys(streams))
 
 
 def get_tables_inputs(wildcards):
@@ -359,12 +393,57 @@ def get_tables_inputs(wildcards):
     for seed in SEEDS:
         orders = get_compared_orders(seed)
         metrics += get_evaluated(get_student_models(seed, orders, get_mtpd_order(seed)))
+        metrics += get_stream_records(seed)
+    metrics = list(dict.fromkeys(metrics))
     bgs = [LAYOUT.bgs_file(s, "result") for s in SEEDS] if BGS["enabled"] else []
     return {"experiment": LAYOUT.experiment_file(), "metrics": metrics, "bgs": bgs}
 
 
+# --- streaming evaluation -----------------------------------------------------------------
+def get_stream_models(seed, static=False):
+    """The models streamed (streaming.models): teachers, the student alone 1x, MTPD (known
+    once BGS has run, so left out of the `static` plan)."""
+    models = []
+    if "teachers" in STREAM["models"]:
+        models += [LAYOUT.teacher_model(t) for t in TEACHERS]
+    if "baseline" in STREAM["models"]:
+        models.append(LAYOUT.baseline_model(seed, STAGE_EPOCHS))
+    if "mtpd" in STREAM["models"] and not static:
+        models.append(LAYOUT.stage_model(seed, "progressive", get_mtpd_order(seed)))
+    return models
+
+
+def get_stream_records(seed, static=False):
+    if not STREAM["enabled"]:
+        return []
+    return [
+        stream_path(m, STREAM["dataset"]["name"], STREAM["split"], scale)
+        for m in get_stream_models(seed, static)
+        for scale in STREAM["scales"]
+    ]
+
+
+def get_stream_model(wildcards):
+    return f"{wildcards.prefix}/model.pth"
+
+
+def get_stream_settings(wildcards):
+    """Config, name in tables and classes of the model a streaming record measures."""
+    where = describe(f"{wildcards.prefix}/model.pth")
+    if where.method == "teacher":
+        t = TEACHERS[where.teacher]
+        return {"config": t["config"], "name": where.teacher, "classes": t["classes"]}
+    label = (
+        "student alone"
+        if where.method == "baseline"
+        else "MTPD " + " -> ".join(where.chain)
+    )
+    name = f"{STUDENT['name']} {label} (seed {where.seed})"
+    return {"config": STUDENT["config"], "name": name, "classes": "dataset"}
+
+
 def get_table_files():
-    return LAYOUT.table_files(BGS["enabled"], BGS["exhaustive"])
+    return LAYOUT.table_files(BGS["enabled"], BGS["exhaustive"], STREAM["enabled"])
 
 
 def get_final_targets(wildcards):

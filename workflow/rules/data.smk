@@ -15,6 +15,21 @@ if config["dataset"]["kind"] == "shapes":
         shell:
             "mtpd data shapes --out {params.out_dir:q} {params.args} > {log:q} 2>&1"
 
+elif config["dataset"]["kind"] == "argoverse":
+
+    rule argoverse_manifest:
+        output:
+            manifest=LAYOUT.dataset_manifest(),
+        log:
+            f"{LAYOUT.dataset_dir()}.log",
+        params:
+            name=config["dataset"]["name"],
+            root=config["dataset"]["argoverse"]["data_root"],
+            splits=get_argoverse_split_args(config["dataset"]["argoverse"]["splits"]),
+        shell:
+            "mtpd data argoverse --out {output.manifest:q} --name {params.name} "
+            "--data-root {params.root:q} {params.splits} > {log:q} 2>&1"
+
 else:
 
     rule coco_manifest:
@@ -29,6 +44,51 @@ else:
         shell:
             "mtpd data manifest --out {output.manifest:q} --name {params.name} "
             "--data-root {params.root:q} {params.splits} > {log:q} 2>&1"
+
+
+if STREAM["enabled"] and STREAM["dataset"]["kind"] == "sequences":
+
+    rule make_sequences:
+        output:
+            manifest=STREAM_LAYOUT.dataset_manifest(),
+        log:
+            f"{STREAM_LAYOUT.dataset_dir()}.log",
+        params:
+            out_dir=lambda w, output: os.path.dirname(output.manifest),
+            args=get_sequences_args(),
+        shell:
+            "mtpd data sequences --out {params.out_dir:q} {params.args} > {log:q} 2>&1"
+
+elif STREAM["enabled"]:
+
+    rule argoverse_sequences:
+        output:
+            manifest=STREAM_LAYOUT.dataset_manifest(),
+        log:
+            f"{STREAM_LAYOUT.dataset_dir()}.log",
+        params:
+            name=STREAM["dataset"]["name"],
+            root=STREAM["dataset"]["argoverse"]["data_root"],
+            splits=get_argoverse_split_args(
+                {STREAM["split"]: STREAM["dataset"]["argoverse"]["ann_file"]}
+            ),
+        shell:
+            "mtpd data argoverse --out {output.manifest:q} --name {params.name} "
+            "--data-root {params.root:q} {params.splits} > {log:q} 2>&1"
+
+
+rule check_dataset:
+    input:
+        manifest=ANY_DATASET.dataset_manifest(),
+    output:
+        checked=ANY_DATASET.checked_manifest(),
+    log:
+        log_path(ANY_DATASET.checked_manifest(), "check"),
+    params:
+        drop=("--drop-bad-boxes" if config["dataset"]["drop_bad_boxes"] else ""),
+    shell:
+        "mtpd data check --dataset {input.manifest:q} --out {output.checked:q} {params.drop} "
+        "> {log:q} 2>&1"
 
 
 rule record_pretrain_spec:

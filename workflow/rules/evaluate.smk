@@ -13,10 +13,14 @@ rule evaluate_teacher:
         **get_resources("evaluate"),
     params:
         config=get_teacher_config,
+        backend=config["evaluation"]["backend"],
+        input_size=get_input_size_flag(),
+        classes=lambda w: TEACHERS[w.teacher]["classes"],
     shell:
         "mtpd evaluate --config {params.config:q} --checkpoint {input.model:q} "
         "--dataset {input.data:q} --split {wildcards.split} --out {output.metrics:q} "
-        "--nproc {resources.gpu} > {log:q} 2>&1"
+        "--nproc {resources.gpu} --backend {params.backend} {params.input_size} "
+        "--model-classes {params.classes} > {log:q} 2>&1"
 
 
 use rule evaluate_teacher as evaluate_student with:
@@ -31,3 +35,4 @@ use rule evaluate_teacher as evaluate_student with:
         model=rf"baseline/e\d+|direct/{NAME}/e\d+|(progressive|proxy)/{CHAIN}",
     params:
         config=STUDENT["config"],
+        classes="dataset",
