@@ -28,7 +28,9 @@ pip install -q "setuptools==69.5.1" wheel ninja psutil
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} pip install --no-build-isolation "mmcv==2.1.0"
 fi
+# mtpd pins setuptools back into >=77,<81 (torch needs >= 77; MMEngine's `mmdet::` config
+# scope needs pkg_resources, gone in 81).
 pip install -q --no-build-isolation -e ".[test]"
-"$VENV/bin/python" -c "import mmcv.ops, mmdet, mtpd; from mmcv.ops import nms, roi_align"
+"$VENV/bin/python" -c "import mmcv.ops, mmdet, mtpd, pkg_resources; from mmcv.ops import nms, roi_align"
 echo "$want" > "$stamp"
 echo "mtpd set-up done in $(( $(date +%s) - t0 )) s"

@@ -74,20 +74,34 @@ def allow_mmengine_checkpoints() -> None:
 
 
 def load_checkpoint_file(path: str | Path) -> dict:
-    """`torch.load` on CPU, weights only, with errors that name the file and say what to do."""
+    """`torch.load` on CPU, weights only, with errors that name the file and say what to do.
+
+    A checkpoint that would run pickled code (any global outside torch's weights-only set and
+    `mmengine_safe_globals`) is refused before anything in it runs."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path, or run the "
+                              "rule that makes it")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); delete it and download or "
+                              "train it again")
     allow_mmengine_checkpoints()
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
+    except pickle.UnpicklingError as e:
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
         raise CheckpointError(
-            f"checkpoint {path} could not be loaded safely ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:300]}). If it is truncated, delete it and re-run its rule; "
-            "if it holds arbitrary Python objects, re-save its state_dict with trusted code") from e
+            f"checkpoint {path} was refused: it holds Python objects that are not plain weights "
+            f"({reason}); nothing in it was run. Re-save its state_dict with trusted code, or "
+            "use a checkpoint from a trusted source") from e
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        reason = " ".join(str(e).split())[:300] or "no detail"
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {reason}); it is truncated "
+            "or not a PyTorch checkpoint: delete it and run its rule again") from e
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict")
+        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict of "
+                              "weights")
     return ckpt
 
 
@@ -106,29 +120,43 @@ def save_model_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor],
         torch.save({"state_dict": sd, "meta": meta}, tmp)
 
 
-def fetch_checkpoint(source: str, out: str | Path, sha256: str | None) -> Path:
+def fetch_checkpoint(source: str, out: str | Path, sha256: str | None, *,
+                     allow_http: bool = False, timeout: float = 60.0) -> Path:
     """Obtains a teacher checkpoint from a URL or local path, checks its sha256, and stores it.
 
-    The download goes to a temporary file beside `out` and is only renamed into place after the
-    hash matched and the file loaded safely, so a bad download never becomes a DAG target.
+    URLs must be HTTPS unless `allow_http`. `sha256` may be the whole hash or a prefix of at
+    least 8 hex digits (MMDetection's zoo puts the first 8 in its file names); when given it is
+    always checked. The download goes to a temporary file beside `out` and is only renamed into
+    place after the hash matched and the file loaded safely, so a bad download never becomes a
+    DAG target.
     """
     out = Path(out)
     parsed = urllib.parse.urlparse(source)
+    if parsed.scheme not in ("", "file", "https") and not (allow_http and parsed.scheme == "http"):
+        raise CheckpointError(f"refusing to download {source}: only https:// URLs (or local "
+                              "paths) are fetched; set the teacher's checkpoint.allow_http: true "
+                              "to allow this one")
     with atomic_path(out) as tmp:
-        if parsed.scheme in ("http", "https", "ftp"):
+        if parsed.scheme in ("http", "https"):
             try:
-                urllib.request.urlretrieve(source, tmp)
+                with urllib.request.urlopen(source, timeout=timeout) as r, open(tmp, "wb") as f:
+                    shutil.copyfileobj(r, f, 1 << 20)
             except OSError as e:
-                raise CheckpointError(f"could not download {source}: {e}") from e
+                raise CheckpointError(f"could not download {source}: {e}; check the URL and "
+                                      "the network (or give a local path)") from e
         else:
             src = Path(parsed.path if parsed.scheme == "file" else source)
             if not src.is_file():
-                raise CheckpointError(f"teacher checkpoint {src} does not exist")
+                raise CheckpointError(f"teacher checkpoint {src} does not exist; fix the "
+                                      "teacher's checkpoint.source")
             shutil.copyfile(src, tmp)
         if sha256:
             got = sha256sum(tmp)
-            if got.lower() != sha256.lower():
-                raise CheckpointError(f"sha256 of {source} is {got}, but the config says {sha256};"
-                                      " fix the config's sha256 or the URL")
-        load_checkpoint_file(tmp)
+            if not got.startswith(sha256.lower()):
+                raise CheckpointError(f"sha256 of {source} is {got}, which does not match the "
+                                      f"config's {sha256}; fix the sha256 or the source")
+        try:
+            load_checkpoint_file(tmp)
+        except CheckpointError as e:  # name what the user gave, not our temporary file
+            raise CheckpointError(str(e).replace(str(tmp), source)) from e
     return out

@@ -63,7 +63,7 @@ def cmd_data_shapes(a: argparse.Namespace) -> None:
 
 
 def cmd_data_manifest(a: argparse.Namespace) -> None:
-    from mtpd.data.manifest import DatasetManifest, write_manifest
+    from mtpd.data.manifest import WHERE_TO_GET, DatasetManifest, write_manifest
     from mtpd.errors import DatasetError
 
     splits = {}
@@ -73,10 +73,16 @@ def cmd_data_manifest(a: argparse.Namespace) -> None:
         except ValueError:
             raise DatasetError(f"--split '{item}' must be NAME:ANN_FILE:IMG_DIR") from None
         splits[name] = {"ann_file": ann, "img_dir": img}
-    write_manifest(a.out, a.name, a.data_root, splits)
-    m = DatasetManifest.load(a.out)
-    for name in m.splits:
-        m.split(name)  # every declared annotation file must exist
+    m_path = Path(a.out)
+    write_manifest(m_path, a.name, a.data_root, splits)
+    m = DatasetManifest.load(m_path)
+    for name, split in m.splits.items():  # every declared file and directory must exist
+        missing = [str(p) for p in (split.ann_file, split.img_dir) if not p.exists()]
+        if missing:
+            m_path.unlink()
+            raise DatasetError(f"split '{name}' of dataset '{a.name}': {', '.join(missing)} "
+                               f"not found; {WHERE_TO_GET['coco']}, or fix dataset.coco in the "
+                               "config")
     print(f"wrote {a.out}: {len(m.classes)} classes, splits {sorted(m.splits)}")
 
 
@@ -90,20 +96,33 @@ def cmd_data_sequences(a: argparse.Namespace) -> None:
 
 def cmd_data_argoverse(a: argparse.Namespace) -> None:
     from mtpd.data.argoverse import to_coco
-    from mtpd.data.manifest import write_manifest
+    from mtpd.data.manifest import WHERE_TO_GET, write_manifest
     from mtpd.errors import DatasetError
 
     out_dir = Path(a.out).parent
-    splits = {}
+    splits, source = {}, {}
     for item in a.split:
         name, _, ann = item.partition(":")
         if not ann:
             raise DatasetError(f"--split '{item}' must be NAME:ANN_FILE")
+        if not Path(ann).is_file():
+            raise DatasetError(f"Argoverse-HD annotation file {ann} (split '{name}') not found; "
+                               f"{WHERE_TO_GET['argoverse']}, or fix the config's paths")
         info = to_coco(ann, out_dir / f"{name}.coco.json", data_root_hint=a.data_root)
         print(f"{name}: {info['images']} frames of {info['sequences']} sequences")
         splits[name] = {"ann_file": str((out_dir / f"{name}.coco.json").resolve()),
                         "img_dir": str(Path(a.data_root).resolve())}
-    write_manifest(a.out, a.name, "/", splits)
+        source[name] = ann
+    write_manifest(a.out, a.name, "/", splits,
+                   source={"data_root": a.data_root, "splits": source})
+
+
+def cmd_data_carve(a: argparse.Namespace) -> None:
+    from mtpd.data.carve import carve
+
+    info = carve(a.dataset, a.out, proxy_images=a.proxy_images, train_images=a.train_images,
+                 seed=a.seed, split=a.split)
+    print(f"proxy: {info['proxy_images']} images; proxy_train: {info['proxy_train_images']}")
 
 
 def cmd_data_check(a: argparse.Namespace) -> None:
@@ -127,7 +146,7 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
 def cmd_fetch(a: argparse.Namespace) -> None:
     from mtpd.checkpoint import fetch_checkpoint
 
-    fetch_checkpoint(a.source, a.out, a.sha256)
+    fetch_checkpoint(a.source, a.out, a.sha256 or None, allow_http=a.allow_http)
     print(f"wrote {a.out}")
 
 
@@ -165,7 +184,9 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     rec = evaluate(a.config, a.checkpoint, a.dataset, a.out,
                    split=_default("evaluation.split", a.split), predictions=a.predictions,
                    num_workers=a.num_workers, backend=a.backend, input_size=a.input_size,
-                   model_classes=a.model_classes)
+                   model_classes=a.model_classes, tolerance=a.ap_tolerance or 0.0,
+                   expected={k: v for k, v in (("AP", a.expect_box_ap),
+                                               ("mask_AP", a.expect_mask_ap)) if v is not None})
     if rec is not None:
         print(json.dumps({k: rec[k] for k in rec if "AP" in k}))
 
@@ -303,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the directory seq_dirs start from (Argoverse-1.1/tracking)")
     g.add_argument("--split", action="append", required=True, help="NAME:ANN_FILE")
     g.set_defaults(func=cmd_data_argoverse)
+    v = data.add_parser("carve", help="carve BGS's proxy split from the training annotations")
+    v.add_argument("--dataset", required=True, help="the dataset's manifest")
+    v.add_argument("--out", required=True, help="the manifest with splits proxy, proxy_train")
+    v.add_argument("--split", default="train")
+    v.add_argument("--proxy-images", type=int, required=True)
+    v.add_argument("--train-images", type=int, help="keep this many for proxy_train (all)")
+    v.add_argument("--seed", type=int, required=True)
+    v.set_defaults(func=cmd_data_carve)
     c = data.add_parser("check", help="validate every split of a dataset before training; "
                                       "writes the manifest that training reads")
     c.add_argument("--dataset", required=True, help="the dataset's manifest")
@@ -322,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("fetch", help="download or copy a checkpoint and verify its sha256")
     s.add_argument("--source", required=True, help="URL or local path")
-    s.add_argument("--sha256")
+    s.add_argument("--sha256", help="the whole hash or its first 8+ hex digits")
+    s.add_argument("--allow-http", action="store_true", help="also fetch plain http:// URLs")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_fetch)
 
@@ -364,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
     s.add_argument("--model-classes", choices=["dataset", "coco"], default="dataset",
                    help="coco: a COCO-80 model, its labels mapped to the dataset's classes")
+    s.add_argument("--expect-box-ap", type=float,
+                   help="the box AP the checkpoint is recorded with: stop if far below")
+    s.add_argument("--expect-mask-ap", type=float)
+    s.add_argument("--ap-tolerance", type=float, help="points below the expected AP allowed")
     s.set_defaults(func=cmd_evaluate)
 
     _bgs_parsers(sub)

@@ -36,3 +36,7 @@ class TrainingError(MtpdError):
 
 class TrainingInterrupted(MtpdError):
     """A training job was told to stop (SIGTERM from SLURM) after saving a checkpoint."""
+
+
+class TeacherCheckError(MtpdError):
+    """A teacher evaluates far below the AP its checkpoint is recorded with."""

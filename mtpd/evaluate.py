@@ -23,6 +23,7 @@ import numpy as np
 from mtpd import distributed
 from mtpd.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
 from mtpd.devices import device_name
+from mtpd.errors import TeacherCheckError
 from mtpd.data.manifest import DatasetManifest
 from mtpd.io import atomic_write_json
 from mtpd.model_config import build_job_config
@@ -170,10 +171,14 @@ PROVENANCE = ("stage_epochs", "total_epochs", "train_seconds", "total_train_seco
 def evaluate(model_config: str, checkpoint: str | Path, dataset: str | Path, out: str | Path, *,
              split: str, predictions: str | Path | None = None,
              num_workers: int | None = None, backend: str | None = None,
-             input_size: tuple[int, int] | None = None, model_classes: str | None = None
+             input_size: tuple[int, int] | None = None, model_classes: str | None = None,
+             expected: dict[str, float] | None = None, tolerance: float = 0.0
              ) -> dict[str, Any] | None:
     """Evaluates `checkpoint` on `split` and writes the metrics JSON at `out` (the first process
-    of a multi-process run scores and writes; the others return None)."""
+    of a multi-process run scores and writes; the others return None).
+
+    `expected` ({"AP": 38.5, "mask_AP": ...}) is what a trained checkpoint is recorded to reach;
+    falling more than `tolerance` points below it stops with an error and writes nothing."""
     manifest = DatasetManifest.load(dataset)
     gt_file = manifest.split(split).ann_file
     ckpt = load_checkpoint_file(checkpoint)
@@ -195,8 +200,24 @@ def evaluate(model_config: str, checkpoint: str | Path, dataset: str | Path, out
     if meta.get("feature_loss") is not None and meta.get("feature_loss_split") == split:
         record["feature_loss"] = meta["feature_loss"]
         record["neg_feature_loss"] = -meta["feature_loss"]  # higher is better, like AP
+    check_expected(checkpoint, split, record, expected or {}, tolerance)
     if predictions:
         atomic_write_json(predictions, {"bbox": bbox_res, "segm": segm_res})
     atomic_write_json(out, record)
     log.info("%s on %s: %s", checkpoint, split, json.dumps(metrics))
     return record
+
+
+def check_expected(checkpoint: str | Path, split: str, record: dict[str, Any],
+                   expected: dict[str, float], tolerance: float) -> None:
+    """Stops a run whose teacher is far below its recorded AP: the usual cause is a config that
+    does not match the checkpoint (num_classes, another architecture) or different data."""
+    for key, want in expected.items():
+        got = record.get(key)
+        if got is None or got < want - tolerance:
+            raise TeacherCheckError(
+                f"TEACHER CHECK FAILED: {checkpoint} reaches {key} {got} on '{split}', but its "
+                f"config records {want} (more than {tolerance} points below). Its model config "
+                "does not match the checkpoint (num_classes? another architecture?) or the data "
+                "differs from what it was evaluated on; fix the teacher's config, or its "
+                "recorded box_ap / mask_ap")

@@ -81,6 +81,10 @@ class Layout:
         """The manifest as made (generated data) or described (COCO-format data)."""
         return f"{self.dataset_dir()}/dataset.json"
 
+    def carved_manifest(self) -> str:
+        """The manifest with BGS's `proxy` and `proxy_train` splits carved from `train`."""
+        return f"{self.dataset_dir()}/carved.json"
+
     def checked_manifest(self) -> str:
         """The manifest after validation, the one every training and evaluation job reads."""
         return f"{self.dataset_dir()}/checked.json"

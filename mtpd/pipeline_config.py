@@ -164,11 +164,20 @@ def cross_problems(c: dict[str, Any]) -> list[str]:
         needed = {"evaluation.split": eval_split}
         if bgs["enabled"]:
             needed["bgs.proxy_split"] = bgs["proxy_split"]
+        if carves_proxy(c):
+            needed.pop("bgs.proxy_split")
         for key, split in needed.items():
             if split not in splits:
                 problems.append(f"{key}: '{split}' is not a split of dataset.{kind}.splits "
                                 f"({', '.join(splits)}); add it there")
     return problems
+
+
+def carves_proxy(c: dict[str, Any]) -> bool:
+    """Whether a rule carves BGS's proxy split from the training data (`mtpd.data.carve`)."""
+    dataset, bgs = c["dataset"], c["bgs"]
+    return (dataset["kind"] in ("coco", "argoverse") and bgs["enabled"]
+            and bgs["proxy_split"] == "proxy" and "proxy" not in dataset[dataset["kind"]]["splits"])
 
 
 def resolve_derived(c: dict[str, Any]) -> None:

@@ -21,6 +21,15 @@ from pathlib import Path
 
 from mtpd.errors import DatasetError
 
+# Where the datasets the paper's configs use come from, for "file missing" messages.
+WHERE_TO_GET = {
+    "coco": "MS COCO 2017 comes from https://cocodataset.org/#download (train2017.zip, "
+            "val2017.zip and annotations_trainval2017.zip, unpacked under data_root)",
+    "argoverse": "Argoverse-HD's annotations come from "
+                 "https://www.cs.cmu.edu/~mengtial/proj/streaming/ and the frames they point to "
+                 "from Argoverse 1.1's tracking set (https://www.argoverse.org)",
+}
+
 @dataclass(frozen=True)
 class Split:
     name: str
@@ -92,8 +101,9 @@ def read_classes(ann_file: Path) -> tuple[str, ...]:
 
 
 def write_manifest(path: str | Path, name: str, data_root: str,
-                   splits: dict[str, dict[str, str]]) -> None:
-    """Writes a manifest for an existing COCO-format dataset (used by the COCO rules)."""
+                   splits: dict[str, dict[str, str]], **extra: object) -> None:
+    """Writes a manifest for an existing dataset (used by the COCO and Argoverse-HD rules);
+    `extra` records what it was made from."""
     from mtpd.io import atomic_write_json
 
-    atomic_write_json(path, {"name": name, "data_root": data_root, "splits": splits})
+    atomic_write_json(path, {"name": name, "data_root": data_root, "splits": splits, **extra})

@@ -106,6 +106,16 @@ def get_coco_split_args():
     )
 
 
+CARVES_PROXY = pipeline_config.carves_proxy(config)
+
+
+def get_manifest_to_check(wildcards):
+    """What validation reads: the main dataset with BGS's proxy split carved out, if it is."""
+    if wildcards.dataset == config["dataset"]["name"] and CARVES_PROXY:
+        return LAYOUT.carved_manifest()
+    return ANY_DATASET.dataset_manifest().format(dataset=wildcards.dataset)
+
+
 def get_pretrained(model):
     """The pretrained-backbone checkpoint a model starts from (embedded data), or nothing."""
     return [LAYOUT.pretrained_backbone(model["backbone"])] if model["backbone"] else []
@@ -125,7 +135,11 @@ def get_teacher_spec(teacher):
     """What defines a teacher (shared by the experiments on a dataset)."""
     t = TEACHERS[teacher]
     if teacher in FETCHED:
-        return {"config": t["config"], **t["checkpoint"]}
+        return {
+            "config": t["config"],
+            "source": t["checkpoint"]["source"],
+            "sha256": t["checkpoint"]["sha256"],
+        }
     keys = ("config", "epochs", "seed", "backbone")
     return {k: t[k] for k in keys}
 
@@ -147,12 +161,21 @@ def get_definition_checks():
         }
         spec = f"{LAYOUT.dataset_dir()}/spec.json"
         checks.append((spec, shapes, f"dataset '{dataset['name']}'"))
-    else:
+    elif dataset["kind"] == "coco":
         coco = {
             "data_root": dataset["coco"]["data_root"],
             "splits": dataset["coco"]["splits"],
         }
         checks.append((LAYOUT.dataset_manifest(), coco, f"dataset '{dataset['name']}'"))
+    else:
+        source = {k: dataset["argoverse"][k] for k in ("data_root", "splits")}
+        checks.append(
+            (
+                LAYOUT.dataset_manifest(),
+                {"source": source},
+                f"dataset '{dataset['name']}'",
+            )
+        )
     return checks
 
 
@@ -175,6 +198,21 @@ def get_resources(kind):
         if compute[key] and (key != "gpu_model" or job["gpus"]):
             resources[key] = compute[key]
     return resources
+
+
+def get_teacher_check(wildcards):
+    """A fetched teacher's recorded AP, checked on the evaluation split of COCO-format data."""
+    ckpt = TEACHERS[wildcards.teacher].get("checkpoint")
+    if not ckpt or wildcards.split != EVAL_SPLIT or config["dataset"]["kind"] != "coco":
+        return ""
+    flags = [
+        f"--expect-{k.replace('_', '-')} {ckpt[k]}"
+        for k in ("box_ap", "mask_ap")
+        if ckpt[k] is not None
+    ]
+    if flags:
+        flags.append(f"--ap-tolerance {config['evaluation']['teacher_ap_tolerance']}")
+    return " ".join(flags)
 
 
 def get_teacher_config(wildcards):
@@ -250,10 +288,14 @@ def get_stage_epochs(wildcards):
 
 
 def get_stage_options(wildcards):
-    """Proxy chains also record their distillation loss on the proxy split (feature proxy)."""
+    """Proxy chains also record their distillation loss on the proxy split (feature proxy),
+    and train on what is left of the training data once the proxy split is carved out.
+    """
     options = get_train_options(wildcards)
     if wildcards.schedule == "proxy":
         options += f" --feature-loss-split {BGS['proxy_split']}"
+        if CARVES_PROXY:
+            options += " --split proxy_train"
     return options
 
 
@@ -385,7 +427,12 @@ def get_static_targets():
         models += get_student_models(seed, orders, mtpd_order) if orders else []
     bgs = [LAYOUT.bgs_file(s, "result") for s in SEEDS] if BGS["enabled"] else []
     streams = [r for s in SEEDS for r in get_stream_records(s, static=True)]
-    return get_teacher_metrics() + get_evaluated(models) + bgs + list(dict.fromkeys(streams))
+    return (
+        get_teacher_metrics()
+        + get_evaluated(models)
+        + bgs
+        + list(dict.fromkeys(streams))
+    )
 
 
 def get_tables_inputs(wildcards):

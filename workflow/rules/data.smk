@@ -77,9 +77,29 @@ elif STREAM["enabled"]:
             "--data-root {params.root:q} {params.splits} > {log:q} 2>&1"
 
 
+rule carve_proxy:
+    input:
+        manifest=LAYOUT.dataset_manifest(),
+    output:
+        carved=LAYOUT.carved_manifest(),
+    log:
+        log_path(LAYOUT.carved_manifest(), "carve"),
+    params:
+        images=config["dataset"]["proxy"]["images"],
+        seed=config["dataset"]["proxy"]["seed"],
+        train=(
+            f"--train-images {BGS['proxy_train_images']}"
+            if BGS["proxy_train_images"]
+            else ""
+        ),
+    shell:
+        "mtpd data carve --dataset {input.manifest:q} --out {output.carved:q} "
+        "--proxy-images {params.images} {params.train} --seed {params.seed} > {log:q} 2>&1"
+
+
 rule check_dataset:
     input:
-        manifest=ANY_DATASET.dataset_manifest(),
+        manifest=get_manifest_to_check,
     output:
         checked=ANY_DATASET.checked_manifest(),
     log:

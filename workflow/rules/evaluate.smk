@@ -16,11 +16,12 @@ rule evaluate_teacher:
         backend=config["evaluation"]["backend"],
         input_size=get_input_size_flag(),
         classes=lambda w: TEACHERS[w.teacher]["classes"],
+        check=get_teacher_check,
     shell:
         "mtpd evaluate --config {params.config:q} --checkpoint {input.model:q} "
         "--dataset {input.data:q} --split {wildcards.split} --out {output.metrics:q} "
         "--nproc {resources.gpu} --backend {params.backend} {params.input_size} "
-        "--model-classes {params.classes} > {log:q} 2>&1"
+        "--model-classes {params.classes} {params.check} > {log:q} 2>&1"
 
 
 use rule evaluate_teacher as evaluate_student with:
@@ -36,3 +37,4 @@ use rule evaluate_teacher as evaluate_student with:
     params:
         config=STUDENT["config"],
         classes="dataset",
+        check="",

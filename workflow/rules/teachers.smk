@@ -55,6 +55,9 @@ rule fetch_teacher:
     params:
         source=lambda w: TEACHERS[w.teacher]["checkpoint"]["source"],
         sha256=lambda w: TEACHERS[w.teacher]["checkpoint"]["sha256"] or "",
+        http=lambda w: (
+            "--allow-http" if TEACHERS[w.teacher]["checkpoint"]["allow_http"] else ""
+        ),
     shell:
-        "mtpd fetch --source {params.source:q} --sha256 {params.sha256:q} "
+        "mtpd fetch --source {params.source:q} --sha256 {params.sha256:q} {params.http} "
         "--out {output.model:q} > {log:q} 2>&1"
