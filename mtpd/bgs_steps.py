@@ -73,7 +73,7 @@ def write_target(pool: list[str], target: str, teacher_metrics: list[str],
 
 def write_round(round_index: int, pool: list[str], previous: str, metrics: list[str],
                 proxy: str, margin: float, max_stages: int, evaluation_split: str,
-                out: str) -> RoundDecision:
+                out: str, control: str = "none") -> RoundDecision:
     """One BGS round: `previous` is the target JSON (round 1) or the previous round's JSON."""
     prev = read_json(previous)
     scores = chain_scores(metrics, proxy, evaluation_split)
@@ -87,9 +87,10 @@ def write_round(round_index: int, pool: list[str], previous: str, metrics: list[
             raise BGSError(f"{previous} already stopped BGS; there is no round {round_index}")
         order = tuple(prev["new_order"])
         order_score = prev["candidates"][prev["chosen"]]
-    decision = decide_round(round_index, pool, order, order_score, scores, margin, max_stages)
+    decision = decide_round(round_index, pool, order, order_score, scores, margin, max_stages,
+                            control)
     atomic_write_json(out, {**decision.to_json(), "proxy": proxy, "margin": margin,
-                            "max_stages": max_stages, "pool": pool})
+                            "max_stages": max_stages, "pool": pool, "control": control})
     return decision
 
 

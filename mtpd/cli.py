@@ -231,7 +231,7 @@ def cmd_bgs_round(a: argparse.Namespace) -> None:
     from mtpd.bgs_steps import write_round
 
     d = write_round(a.round, _names(a.pool), a.previous, a.metrics, a.proxy, a.margin,
-                    a.max_stages, a.evaluation_split, a.out)
+                    a.max_stages, a.evaluation_split, a.out, a.control)
     print(d.reason)
 
 
@@ -272,6 +272,8 @@ def _bgs_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--margin", type=float, required=True)
     s.add_argument("--max-stages", type=int, required=True)
     s.add_argument("--evaluation-split", required=True)
+    s.add_argument("--control", required=True, choices=["none", "repeat_first"],
+                   help="the bar: the current order, or it with its first teacher repeated")
     s = step("result", "the chosen order, the round log and the search cost", cmd_bgs_result)
     s.add_argument("--rounds", nargs="+", required=True)
     s.add_argument("--pool", required=True)

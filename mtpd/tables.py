@@ -117,6 +117,10 @@ def bgs_tables(result: dict[str, Any], seed: int) -> tuple[pd.DataFrame, pd.Data
             rows.append({"seed": seed, "round": d["round"], "candidate": cand,
                          "chain": " -> ".join([cand, *d["order"]]), "proxy_score": score,
                          "chosen": cand == d["chosen"]})
+        if d.get("control_score") is not None:  # the equal-budget bar of the round
+            rows.append({"seed": seed, "round": d["round"], "candidate": "(control)",
+                         "chain": " -> ".join([d["order"][0], *d["order"]]),
+                         "proxy_score": d["control_score"], "chosen": False})
     log = pd.DataFrame(rows, columns=["seed", "round", "candidate", "chain", "proxy_score",
                                       "chosen"])
     c = result["cost"]

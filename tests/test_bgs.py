@@ -35,7 +35,7 @@ def test_no_improvement_in_round_one_keeps_target_alone():
     table = {("t",): 10, ("a", "t"): 9, ("b", "t"): 10.05, ("c", "t"): 8}
     d = run_bgs(POOL, "t", scorer(table), margin=0.1, max_stages=3)
     assert len(d) == 1 and d[0].stop and d[0].new_order == ("t",)
-    assert "b changes the proxy by +0.050, not more than margin 0.1" in d[0].reason
+    assert "b beats the current order by +0.050, not more than margin 0.1" in d[0].reason
 
 
 def test_zero_gain_is_not_an_improvement():
@@ -44,10 +44,31 @@ def test_zero_gain_is_not_an_improvement():
     table = {("t",): 0.0, ("a", "t"): 0.0, ("b", "t"): 0.0, ("c", "t"): 0.0}
     d = run_bgs(POOL, "t", scorer(table), margin=0.0, max_stages=3)
     assert len(d) == 1 and d[0].stop and d[0].chosen is None
-    assert "+0.000, not more than margin 0.0" in d[0].reason
+    assert "by +0.000, not more than margin 0.0" in d[0].reason
     table[("b", "t")] = 1e-6
     d = run_bgs(POOL, "t", scorer(table), margin=0.0, max_stages=2)
     assert d[0].chosen == "b"
+
+
+def test_equal_budget_control_is_the_bar():
+    """With control repeat_first, a round's bar is the current order with its first teacher
+    repeated (as many stages as the candidates): a candidate that wins only by its extra epochs
+    is not prepended, one that beats the control is."""
+    table = {("t",): 1.0, ("a", "t"): 2.0, ("b", "t"): 1.5, ("t", "t"): 2.5}
+    paper = run_bgs(["a", "b", "t"], "t", scorer(table), margin=0.0, max_stages=2)
+    assert paper[0].chosen == "a" and paper[0].bar == 1.0 and paper[0].control_score is None
+    s = scorer(table)
+    ctrl = run_bgs(["a", "b", "t"], "t", s, margin=0.0, max_stages=2, control="repeat_first")
+    assert ctrl[0].chosen is None and ctrl[0].bar == 2.5 and ctrl[0].control_score == 2.5
+    assert "beats control t/t by -0.500" in ctrl[0].reason
+    assert ("t", "t") in s.calls
+    table[("a", "t")] = 3.0
+    ctrl = run_bgs(["a", "b", "t"], "t", scorer(table), margin=0.0, max_stages=2,
+                   control="repeat_first")
+    assert ctrl[0].chosen == "a" and ctrl[-1].new_order == ("a", "t")
+    assert ("t", "t") in bgs_chains(ctrl)  # the control is part of the search's cost
+    with pytest.raises(ValueError, match="unknown BGS control"):
+        run_bgs(["a", "t"], "t", scorer(table), margin=0.0, max_stages=2, control="other")
 
 
 def test_ties_go_to_first_in_pool():

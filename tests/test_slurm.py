@@ -39,6 +39,11 @@ CPU_ONLY = {"compute": {kind: {"gpus": 0, "cpus_per_gpu": 1, "mem_mb": 2000}
 TINY_TIMEOUT = 2700        # seconds, the whole tiny DAG (local --cores 2: about 4 minutes)
 TARGET_TIMEOUT = 1500      # seconds, one training target and what it needs
 E6 = "results/tiny/seed0/baseline/e6"
+# what Snakemake sets for a job's shell command when its rule has 1 thread (the rules
+# declare none), locally and inside SLURM jobs alike (snakemake/shell.py)
+ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                               "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                               "NUMEXPR_NUM_THREADS")}
 
 
 @pytest.fixture(scope="session")
@@ -358,9 +363,10 @@ def test_requeued_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp_pa
     ckpt = torch.load(wd / target, weights_only=True)
     assert ckpt["meta"]["mtpd"]["resumed"] is True
 
-    # the same command, never interrupted, on this machine: the same weights
+    # the same command, never interrupted, run here as Snakemake runs a job's shell command
+    # (with the rule's threads, 1, in OMP_NUM_THREADS & co.; 2 threads sum in another order)
     plain = tmp_path / "plain.pth"
-    r = subprocess.run(train_command(out, target, plain), cwd=wd, env=user_env(),
+    r = subprocess.run(train_command(out, target, plain), cwd=wd, env={**user_env(), **ONE_THREAD},
                        capture_output=True, text=True, timeout=TARGET_TIMEOUT)
     assert r.returncode == 0, r.stderr[-4000:]
     ref = torch.load(plain, weights_only=True)

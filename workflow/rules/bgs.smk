@@ -39,11 +39,13 @@ checkpoint bgs_round:
         margin=BGS["margin"],
         max_stages=BGS["max_stages"],
         evaluation_split=EVAL_SPLIT,
+        control=BGS["control"],
     shell:
         "mtpd bgs round --round {wildcards.r} --pool {params.pool} "
         "--previous {input.previous:q} --metrics {input.metrics:q} --proxy {params.proxy} "
         "--margin {params.margin} --max-stages {params.max_stages} "
-        "--evaluation-split {params.evaluation_split} --out {output.state:q} > {log:q} 2>&1"
+        "--evaluation-split {params.evaluation_split} --control {params.control} "
+        "--out {output.state:q} > {log:q} 2>&1"
 
 
 rule bgs_exhaustive:

@@ -6,7 +6,7 @@ import shlex
 import sys
 
 import mtpd.pipeline_config as pipeline_config
-from mtpd.bgs import candidate_chains, exhaustive_chains
+from mtpd.bgs import exhaustive_chains, round_chains
 from mtpd.data.argoverse import scale_to_size
 from mtpd.errors import PipelineConfigError
 from mtpd.layout import (
@@ -336,7 +336,8 @@ def get_previous_state(wildcards):
 
 
 def get_round_metrics(wildcards):
-    """The proxy metrics of this round's chains (and of the target alone in round 1)."""
+    """The proxy metrics of this round's chains, its control's if any (and of the target alone
+    in round 1)."""
     r = int(wildcards.r)
     order = get_round_order(wildcards.seed, r)
     chains = (
@@ -396,16 +397,21 @@ def get_compared_orders(seed):
 def get_student_models(seed, orders, mtpd_order):
     """Every student model compared for `orders`: all their stages, the student alone for 1x
     and each order's total epochs, and direct distillation with the MTPD order's total epochs
-    (left out while that order is unknown, i.e. before BGS has run)."""
-    totals = {STAGE_EPOCHS} | {STAGE_EPOCHS * len(o) for o in orders}
+    or distill.direct_epochs (left out while the MTPD order is unknown, before BGS has run).
+    """
+    budgets = DISTILL["direct_epochs"] or (
+        [STAGE_EPOCHS * len(mtpd_order)] if mtpd_order else []
+    )
+    totals = {STAGE_EPOCHS} | {STAGE_EPOCHS * len(o) for o in orders} | set(budgets)
     models = [LAYOUT.baseline_model(seed, e) for e in sorted(totals)]
     for order in orders:
         models += [
             LAYOUT.stage_model(seed, "progressive", p) for p in stage_prefixes(order)
         ]
     if mtpd_order:
-        budget = STAGE_EPOCHS * len(mtpd_order)
-        models += [LAYOUT.direct_model(seed, t, budget) for t in DISTILL["direct"]]
+        models += [
+            LAYOUT.direct_model(seed, t, e) for e in budgets for t in DISTILL["direct"]
+        ]
     return list(dict.fromkeys(models))
 
 
