@@ -33,7 +33,8 @@ def test_local_steps_do_not_import_torch(tmp_path):
     code = ("import sys; from mtpd.cli import main; "
             f"rc = main(['bgs', 'round', '--round', '1', '--pool', 'a,t', '--previous', "
             f"'{target}', '--metrics', *{metrics!r}, '--proxy', 'box_ap', '--margin', '0', "
-            f"'--max-stages', '2', '--evaluation-split', 'val', '--out', '{tmp_path}/r1.json']);"
+            "'--max-stages', '2', '--evaluation-split', 'val', '--control', 'none', "
+            f"'--out', '{tmp_path}/r1.json']);"
             f" print(rc, sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.split("\n")[-2] == "0 []", r.stdout + r.stderr
