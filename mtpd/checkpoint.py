@@ -112,6 +112,33 @@ def state_dict_of(ckpt: dict, path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def load_weights(model: torch.nn.Module, path: str | Path, config: str,
+                 ckpt: dict | None = None, allow_unexpected: bool = False) -> None:
+    """Loads a checkpoint file's weights into `model`, built from `config`, or says why not.
+
+    Tensors whose shapes differ mean a head for another number of classes or another
+    architecture; missing tensors mean another architecture. Unexpected extra tensors are
+    tolerated only with `allow_unexpected` (e.g. a teacher checkpoint that also holds an EMA).
+    """
+    sd = state_dict_of(ckpt if ckpt is not None else load_checkpoint_file(path), path)
+    own = model.state_dict()
+    shapes = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items()
+              if k in own and own[k].shape != v.shape]
+    if shapes:
+        k, theirs, ours = shapes[0]
+        raise CheckpointError(
+            f"checkpoint {path} does not fit config {config}: {len(shapes)} tensors have other "
+            f"shapes, e.g. {k} is {theirs} in the checkpoint but {ours} in the model (a head "
+            "for another number of classes, or another architecture); give the config the "
+            "checkpoint was trained with, and its classes")
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or (unexpected and not allow_unexpected):
+        raise CheckpointError(
+            f"checkpoint {path} does not fit config {config}: {len(missing)} tensors missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}); it "
+            "was trained with another architecture: give the config it was trained with")
+
+
 def save_model_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor],
                           meta: dict[str, Any]) -> None:
     """Writes `{"state_dict", "meta"}` atomically; tensors are detached copies on CPU."""

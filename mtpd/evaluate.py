@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from mtpd import distributed
-from mtpd.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
+from mtpd.checkpoint import load_checkpoint_file, load_weights
 from mtpd.devices import device_name
 from mtpd.errors import TeacherCheckError
 from mtpd.data.manifest import DatasetManifest
 from mtpd.io import atomic_write_json
-from mtpd.model_config import build_job_config
+from mtpd.model_config import build_job_config, build_model
 from mtpd.registry import register_all_modules
 
 log = logging.getLogger("mtpd.evaluate")
@@ -119,7 +119,6 @@ def predict(model_config: str, checkpoint: str | Path, ckpt: dict, manifest: Dat
     of the images and every process returns all of them. `model_classes` "coco": the model
     keeps COCO's 80 classes and its labels are mapped to the dataset's (Argoverse-HD's 8)."""
     import torch
-    from mmengine.registry import MODELS
     from mmengine.runner import Runner
 
     register_all_modules()
@@ -133,12 +132,8 @@ def predict(model_config: str, checkpoint: str | Path, ckpt: dict, manifest: Dat
                            num_workers=num_workers, input_size=input_size,
                            keep_num_classes=model_classes == "coco")
     cfg.test_dataloader["sampler"] = dict(type="DefaultSampler", shuffle=False, round_up=False)
-    model = MODELS.build(cfg.model)
-    missing, unexpected = model.load_state_dict(state_dict_of(ckpt, checkpoint), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {checkpoint} does not fit config {model_config}: "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}; give the "
-                              "config the checkpoint was trained with")
+    model = build_model(cfg.model, model_config)
+    load_weights(model, checkpoint, model_config, ckpt)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     loader = Runner.build_dataloader(cfg.test_dataloader)

@@ -51,6 +51,18 @@ def load_config(spec: str | Path) -> Config:
     return Config.fromfile(str(resolve_config_path(spec)))
 
 
+def build_model(model_cfg: Any, config: str | Path) -> Any:
+    """MODELS.build with an error that names the config when it does not build."""
+    from mmdet.registry import MODELS
+
+    try:
+        return MODELS.build(model_cfg)
+    except Exception as e:  # registry KeyError, TypeError of a wrong argument, ...
+        reason = " ".join(str(e).split())[:300]
+        raise ModelConfigError(f"model config {config} does not build ({type(e).__name__}: "
+                               f"{reason}); fix its model section") from e
+
+
 def _inner_dataset(loader: ConfigDict, where: str) -> ConfigDict:
     """The CocoDataset inside optional Repeat/ClassBalanced wrappers."""
     ds = loader["dataset"]

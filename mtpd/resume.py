@@ -33,7 +33,7 @@ from mmengine.registry import HOOKS, LOOPS
 from mmengine.runner import EpochBasedTrainLoop
 from torch.utils.data import DataLoader
 
-from mtpd.errors import TrainingInterrupted
+from mtpd.errors import TrainingError, TrainingInterrupted
 from mtpd.io import atomic_write_text
 
 log = logging.getLogger("mtpd.resume")
@@ -109,8 +109,17 @@ class ResumableCheckpointHook(Hook):
         work_dir = Path(runner.work_dir)
         name = f"epoch_{runner.epoch + 1}.pth" if by_epoch else f"iter_{runner.iter + 1}.pth"
         tmp = f".{name}.tmp"
-        runner.save_checkpoint(str(work_dir), tmp, save_optimizer=True,
-                               save_param_scheduler=True, by_epoch=by_epoch)
+        try:
+            runner.save_checkpoint(str(work_dir), tmp, save_optimizer=True,
+                                   save_param_scheduler=True, by_epoch=by_epoch)
+        except (OSError, RuntimeError) as e:  # a full disk, a quota, a lost mount
+            (work_dir / tmp).unlink(missing_ok=True)
+            kept = (work_dir / "last_checkpoint").read_text().strip() \
+                if (work_dir / "last_checkpoint").is_file() else "none yet"
+            raise TrainingError(f"could not save checkpoint {work_dir / name} "
+                                f"({' '.join(str(e).split())[:200]}); the previous one is kept "
+                                f"({kept}): free disk space and run the job again to resume "
+                                "from it") from e
         self._last_save = time.monotonic()
         if runner.rank != 0:
             return

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mtpd.devices import device_name
-from mtpd.errors import CheckpointError, DatasetError, ModelConfigError, MtpdError
+from mtpd.errors import DatasetError, ModelConfigError, MtpdError
 from mtpd.io import atomic_write_json
 
 EPS = 1e-6           # seconds: float sums of runtimes must not move an output across a frame time
@@ -260,10 +260,8 @@ def _build_model(model_config: str, checkpoint: str | Path, manifest: Any, split
                  class_map: dict[int, int] | None, device: str) -> tuple[Any, Any]:
     """The detector as `mtpd.evaluate.predict` builds it; with a class map the model keeps its
     config's own classes (e.g. COCO's 80) instead of the dataset's."""
-    from mmengine.registry import MODELS
-
-    from mtpd.checkpoint import load_checkpoint_file, state_dict_of
-    from mtpd.model_config import build_job_config
+    from mtpd.checkpoint import load_weights
+    from mtpd.model_config import build_job_config, build_model
     from mtpd.registry import register_all_modules
 
     register_all_modules()
@@ -274,12 +272,8 @@ def _build_model(model_config: str, checkpoint: str | Path, manifest: Any, split
         if own is None or own <= max(class_map):
             raise ModelConfigError(f"{model_config}: the class map needs labels up to "
                                    f"{max(class_map)}, but the config's num_classes is {own}")
-    model = MODELS.build(cfg.model)
-    ckpt = load_checkpoint_file(checkpoint)
-    missing, unexpected = model.load_state_dict(state_dict_of(ckpt, checkpoint), strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint {checkpoint} does not fit config {model_config}: "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model = build_model(cfg.model, model_config)
+    load_weights(model, checkpoint, model_config)
     model.to(device).eval()
     return model, cfg
 

@@ -17,7 +17,8 @@ from mmengine.model import BaseModel
 from torch import nn
 
 from mmdet.registry import MODELS
-from mtpd.checkpoint import load_checkpoint_file, state_dict_of
+from mtpd.checkpoint import load_weights
+from mtpd.model_config import build_model
 from mtpd.distill.align import Adapter, TeacherInput, match_levels, pipeline_scale, resize_to
 from mtpd.distill.recorder import OutputRecorder
 
@@ -67,15 +68,8 @@ class ProgressiveDistiller(BaseModel):
     # --- the teacher, kept out of the student's state -------------------------------------
     @staticmethod
     def _build_teacher(cfg: dict, checkpoint: str) -> nn.Module:
-        teacher = MODELS.build(cfg)
-        sd = state_dict_of(load_checkpoint_file(checkpoint), checkpoint)
-        missing, unexpected = teacher.load_state_dict(sd, strict=False)
-        if missing:
-            raise ValueError(f"teacher checkpoint {checkpoint} does not fit the teacher config: "
-                             f"{len(missing)} missing keys, e.g. {missing[:3]}")
-        if unexpected:
-            log.warning("teacher checkpoint %s has %d unused keys, e.g. %s", checkpoint,
-                        len(unexpected), unexpected[:3])
+        teacher = build_model(cfg, "of the teacher")
+        load_weights(teacher, checkpoint, "of the teacher", allow_unexpected=True)
         teacher.eval()
         teacher.requires_grad_(False)
         return teacher
@@ -94,12 +88,7 @@ class ProgressiveDistiller(BaseModel):
         """Initialises student, adapters and losses; never touches the teacher."""
         self.student.init_weights()
         if self.student_init:
-            sd = state_dict_of(load_checkpoint_file(self.student_init), self.student_init)
-            missing, unexpected = self.student.load_state_dict(sd, strict=False)
-            if missing or unexpected:
-                raise ValueError(f"initial student checkpoint {self.student_init} does not fit "
-                                 f"the student: missing {missing[:3]}, unexpected "
-                                 f"{unexpected[:3]}")
+            load_weights(self.student, self.student_init, "of the student")
             log.info("student starts from %s", self.student_init)
         elif self.inherit_neck_head:
             self._inherit_from_teacher()
