@@ -12,6 +12,7 @@ Two kinds of file exist:
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
 import urllib.parse
 import urllib.request
@@ -89,13 +90,17 @@ def load_checkpoint_file(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = " ".join(str(e).split())[:300] or type(e).__name__
-        raise CheckpointError(
-            f"checkpoint {path} was refused: it holds Python objects that are not plain weights "
-            f"({reason}); nothing in it was run. Re-save its state_dict with trusted code, or "
-            "use a checkpoint from a trusted source") from e
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found or "getattr" in str(e):
+            what = found.group(1) if found else "a getattr call"
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it would call {what}, which is not a plain "
+                "weight; nothing in it was run. Re-save its state_dict with trusted code, or use "
+                "a checkpoint from a trusted source") from e
+        raise CheckpointError(f"checkpoint {path} cannot be read (not a PyTorch checkpoint, or "
+                              "truncated): delete it and run its rule again") from e
     except Exception as e:  # torch raises several types for truncated or foreign files
-        reason = " ".join(str(e).split())[:300] or "no detail"
+        reason = " ".join(str(e).split())[:200] or "no detail"
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(e).__name__}: {reason}); it is truncated "
             "or not a PyTorch checkpoint: delete it and run its rule again") from e
