@@ -92,10 +92,10 @@ def load_checkpoint_file(path: str | Path) -> dict:
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         if found or "getattr" in str(e):
-            what = found.group(1) if found else "a getattr call"
+            what = found.group(1) if found else "getattr"
             raise CheckpointError(
-                f"checkpoint {path} was refused: it would call {what}, which is not a plain "
-                "weight; nothing in it was run. Re-save its state_dict with trusted code, or use "
+                f"checkpoint {path} was refused: it would load the Python object {what}, not "
+                "plain weights; nothing in it was run. Re-save its state_dict with trusted code, or use "
                 "a checkpoint from a trusted source") from e
         raise CheckpointError(f"checkpoint {path} cannot be read (not a PyTorch checkpoint, or "
                               "truncated): delete it and run its rule again") from e
