@@ -95,8 +95,8 @@ def load_checkpoint_file(path: str | Path) -> dict:
             what = found.group(1) if found else "getattr"
             raise CheckpointError(
                 f"checkpoint {path} was refused: it would load the Python object {what}, not "
-                "plain weights; nothing in it was run. Re-save its state_dict with trusted code, or use "
-                "a checkpoint from a trusted source") from e
+                "plain weights; nothing in it was run. Re-save its state_dict with trusted "
+                "code, or use a checkpoint from a trusted source") from e
         raise CheckpointError(f"checkpoint {path} cannot be read (not a PyTorch checkpoint, or "
                               "truncated): delete it and run its rule again") from e
     except Exception as e:  # torch raises several types for truncated or foreign files

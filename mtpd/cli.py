@@ -215,6 +215,14 @@ def cmd_tables(a: argparse.Namespace) -> None:
         print(f"wrote the tables of {', '.join(str(p) for p in done)}")
 
 
+def cmd_bench_report(a: argparse.Namespace) -> None:
+    from mtpd.bench import report
+
+    summary = report(a.experiment)
+    print(f"wrote {a.experiment}/report.md: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in summary.items() if isinstance(v, float)))
+
+
 def cmd_record(a: argparse.Namespace) -> None:
     from mtpd.io import atomic_write_json
 
@@ -426,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+", metavar="PATH",
                    help="an experiment directory (results/<experiment>) or a results root")
     s.set_defaults(func=cmd_tables)
+
+    bench = sub.add_parser("bench", help="the accuracy benchmark").add_subparsers(
+        dest="bench_command", required=True)
+    s = bench.add_parser("report", help="progressive vs direct and BGS's rank, over seeds")
+    s.add_argument("experiment", help="the benchmark's experiment directory (results/bench)")
+    s.set_defaults(func=cmd_bench_report)
 
     s = sub.add_parser("record", help="write a JSON object to a file, atomically")
     s.add_argument("--out", required=True)
