@@ -26,6 +26,11 @@ from mtpd.errors import PipelineConfigError
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
+# The keys of the `distill` block that set up one distillation stage (`mtpd train --distill`);
+# the others (orders, direct, direct_epochs) say which stages the DAG runs.
+DISTILL_STAGE_SETTINGS = ("loss", "teacher_scale", "levels", "min_positions", "adapter_norm",
+                          "inherit_neck_head")
+
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:

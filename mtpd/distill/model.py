@@ -19,6 +19,7 @@ from torch import nn
 from mmdet.registry import MODELS
 from mtpd.checkpoint import load_weights
 from mtpd.model_config import build_model
+from mtpd.pipeline_config import DISTILL_STAGE_SETTINGS
 from mtpd.distill.align import Adapter, TeacherInput, match_levels, pipeline_scale, resize_to
 from mtpd.distill.recorder import OutputRecorder
 
@@ -182,34 +183,29 @@ def _total(losses: dict[str, Any]) -> torch.Tensor:
     return torch.as_tensor(total).detach()
 
 
-# The per-stage settings of the pipeline config's `distill` block (defaults in its schema).
-STAGE_SETTINGS = ("loss", "teacher_scale", "levels", "min_positions", "adapter_norm",
-                  "inherit_neck_head")
-
-
 def build_distiller_cfg(cfg: Any, distill: dict[str, Any], num_classes: int,
                         student_init: str | None = None) -> dict[str, Any]:
     """The `model` entry of a distillation stage, from a job config and `distill` settings.
 
     `distill` holds teacher_config and teacher_checkpoint (required), teacher_classes
     ("dataset", or "coco" for a COCO-80 teacher, whose head keeps its classes) and any of
-    `STAGE_SETTINGS`, which mean what the pipeline config's `distill` keys mean; those left out
-    take the schema's defaults. A FeatureMSELoss without loss_weight gets the paper's lambda for
-    the student's type; teacher_scale 'auto' is the ratio of the teacher's and student's
+    `DISTILL_STAGE_SETTINGS`, which mean what the pipeline config's `distill` keys mean; those
+    left out take the schema's defaults. A FeatureMSELoss without loss_weight gets the paper's
+    lambda for the student's type; teacher_scale 'auto' is the ratio of the teacher's and student's
     test-pipeline Resize scales.
     """
     from mtpd.model_config import load_config, set_num_classes
     from mtpd.pipeline_config import default
 
     teacher_keys = {"teacher_config", "teacher_checkpoint", "teacher_classes"}
-    unknown = set(distill) - set(STAGE_SETTINGS) - teacher_keys
+    unknown = set(distill) - set(DISTILL_STAGE_SETTINGS) - teacher_keys
     if unknown:
         raise ValueError(f"unknown distillation settings {sorted(unknown)}; known: "
-                         f"{', '.join(sorted(teacher_keys) + list(STAGE_SETTINGS))}")
+                         f"{', '.join(sorted(teacher_keys) + list(DISTILL_STAGE_SETTINGS))}")
     for key in ("teacher_config", "teacher_checkpoint"):
         if not distill.get(key):
             raise ValueError(f"distillation settings lack '{key}'")
-    settings = {key: default(f"distill.{key}") for key in STAGE_SETTINGS} | distill
+    settings = {key: default(f"distill.{key}") for key in DISTILL_STAGE_SETTINGS} | distill
     student = copy.deepcopy(cfg["model"])
     student = student.to_dict() if hasattr(student, "to_dict") else student
     tcfg = load_config(distill["teacher_config"])

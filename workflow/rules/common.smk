@@ -266,7 +266,7 @@ def get_distill_flag(teacher):
         "teacher_config": TEACHERS[teacher]["config"],
         "teacher_checkpoint": LAYOUT.teacher_model(teacher),
         "teacher_classes": TEACHERS[teacher]["classes"],
-        **{k: v for k, v in DISTILL.items() if k not in ("orders", "direct")},
+        **{k: DISTILL[k] for k in pipeline_config.DISTILL_STAGE_SETTINGS},
     }
     return f"--distill {get_json_arg(settings)}"
 
@@ -340,9 +340,7 @@ def get_round_metrics(wildcards):
     in round 1)."""
     r = int(wildcards.r)
     order = get_round_order(wildcards.seed, r)
-    chains = (
-        candidate_chains(BGS["pool"], order) if len(order) < BGS["max_stages"] else []
-    )
+    chains = round_chains(BGS["pool"], order, BGS["max_stages"], BGS["control"])
     if r == 1:
         chains = [order] + chains
     return [get_proxy_metrics(wildcards.seed, c) for c in chains]
