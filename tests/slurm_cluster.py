@@ -2,12 +2,12 @@
 
 Why: the SLURM profile can only be trusted once it has run the pipeline through a real
 `sbatch`, `srun` and `squeue`, and CI machines start bare. This module installs Debian's
-packages when the daemons are missing (`munge slurmctld slurmd slurm-client`), writes every
-file into one temporary directory (munge key, `slurm.conf`, state, spool, logs, PID files:
-nothing under /etc but an /etc/hosts line when the short hostname does not resolve), starts
-munged, slurmctld and slurmd on 127.0.0.1 with free ports and a private munge socket (so a
-system munged or slurmctld that a package started stays out of the way), waits until the node
-is idle and exports SLURM_CONF. `stop()` cancels what is left and stops the three daemons by
+packages when the daemons are missing (`munge slurmctld slurmd slurm-client`), writes its
+files into one temporary directory (munge key, `slurm.conf`, state, spool, logs, PID files;
+outside it only a copy of slurm.conf, see below, and an /etc/hosts line if the short hostname
+does not resolve), starts munged, slurmctld and slurmd on 127.0.0.1 with free ports and a
+private munge socket (so a system munged or slurmctld that a package started stays out of the
+way), waits until the node is idle and exports SLURM_CONF. `stop()` cancels what is left and stops the three daemons by
 their PID files, SIGTERM first.
 
 One file has to go to /etc: the executor plugin's job step (snakemake-executor-plugin-slurm-
@@ -278,6 +278,7 @@ class SlurmCluster:
             _remove_hosts_line()
             self.added_hosts_line = False
         shutil.rmtree(self.root, ignore_errors=True)
+        print(f"\n[slurm] cluster stopped, {self.root} removed")
 
 
 def write_etc_conf(text: str) -> None:
@@ -340,6 +341,9 @@ def start() -> SlurmCluster:
     daemons; SLURM_CONF is then set in os.environ for the tests and what they start."""
     t0 = time.monotonic()
     installed = install()
+    if os.geteuid() != 0:
+        unavailable("the test cluster runs its daemons as root (SlurmUser=root) and writes "
+                    f"{ETC_CONF}: run the SLURM tests as root")
     t1 = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="mtpd-slurm-"))  # short: a socket path is <= 107
     root.chmod(0o755)

@@ -15,8 +15,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import torch
@@ -27,6 +28,7 @@ from slurm_cluster import SlurmCluster
 from slurm_cluster import start as start_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+T = TypeVar("T")
 
 # test-only speed-ups: no accounting here, so status comes from squeue (MinJobAge is 300 s),
 # checked every second instead of the plugin's 40 s first wait
@@ -300,8 +302,8 @@ class CheckpointWatch:
         return self.position
 
 
-def wait_for(what: str, check, timeout: float, proc: subprocess.Popen, log: Path,
-             interval: float = 0.2):
+def wait_for(what: str, check: Callable[[], T], timeout: float, proc: subprocess.Popen,
+             log: Path, interval: float = 0.2) -> T:
     """Polls `check()` until it returns something truthy; fails if Snakemake ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
