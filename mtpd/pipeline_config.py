@@ -169,7 +169,7 @@ def cross_problems(c: dict[str, Any]) -> list[str]:
         needed = {"evaluation.split": eval_split}
         if bgs["enabled"]:
             needed["bgs.proxy_split"] = bgs["proxy_split"]
-        if carves_proxy(c):
+        if carves_proxy(c) and needed.get("bgs.proxy_split") == "proxy":
             needed.pop("bgs.proxy_split")
         for key, split in needed.items():
             if split not in splits:
@@ -179,10 +179,14 @@ def cross_problems(c: dict[str, Any]) -> list[str]:
 
 
 def carves_proxy(c: dict[str, Any]) -> bool:
-    """Whether a rule carves BGS's proxy split from the training data (`mtpd.data.carve`)."""
-    dataset, bgs = c["dataset"], c["bgs"]
-    return (dataset["kind"] in ("coco", "argoverse") and bgs["enabled"]
-            and bgs["proxy_split"] == "proxy" and "proxy" not in dataset[dataset["kind"]]["splits"])
+    """Whether a rule carves a `proxy` split from the training data (`mtpd.data.carve`).
+
+    A property of the dataset, not of one experiment: every experiment on a COCO-format or
+    Argoverse-HD dataset without a `proxy` split of its own gets the same carved (and checked)
+    manifest, whether or not it runs BGS, so experiments sharing the dataset agree on it."""
+    dataset = c["dataset"]
+    return (dataset["kind"] in ("coco", "argoverse")
+            and "proxy" not in dataset[dataset["kind"]]["splits"])
 
 
 def resolve_derived(c: dict[str, Any]) -> None:

@@ -139,11 +139,14 @@ def streaming_table(exp_dir: Path) -> pd.DataFrame:
 
     layout, config = experiment_layout(exp_dir)
     s = config["streaming"]
-    pattern = Path(stream_path("x/model.pth", s["dataset"]["name"], s["split"], "*")).name
-    paths = [p for t in config["teachers"]
-             for p in sorted(Path(layout.teacher_dir(t)).glob(pattern))]
+    # this experiment's scales only: teacher directories are shared by the dataset's experiments
+    names = [Path(stream_path("x/model.pth", s["dataset"]["name"], s["split"], scale)).name
+             for scale in s["scales"]]
+    teachers = config["teachers"] if "teachers" in s["models"] else []
+    paths = [p for t in teachers for n in names
+             if (p := Path(layout.teacher_dir(t)) / n).is_file()]
     for seed in config["train"]["seeds"]:
-        paths += sorted(Path(layout.seed_dir(seed)).glob(f"**/{pattern}"))
+        paths += sorted(p for n in names for p in Path(layout.seed_dir(seed)).glob(f"**/{n}"))
     records = [read_json(p) for p in paths]
     rows = []
     for row in sweep_table(records):

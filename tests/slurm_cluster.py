@@ -7,8 +7,8 @@ files into one temporary directory (munge key, `slurm.conf`, state, spool, logs,
 outside it only a copy of slurm.conf, see below, and an /etc/hosts line if the short hostname
 does not resolve), starts munged, slurmctld and slurmd on 127.0.0.1 with free ports and a
 private munge socket (so a system munged or slurmctld that a package started stays out of the
-way), waits until the node is idle and exports SLURM_CONF. `stop()` cancels what is left and stops the three daemons by
-their PID files, SIGTERM first.
+way), waits until the node is idle and exports SLURM_CONF. `stop()` cancels what is left and
+stops the three daemons by their PID files, SIGTERM first.
 
 One file has to go to /etc: the executor plugin's job step (snakemake-executor-plugin-slurm-
 jobstep 0.6) removes every SLURM_* variable but the job's identity, SLURM_CONF included, from

@@ -215,3 +215,49 @@ def test_carved_proxy_split_is_disjoint_and_deterministic(tmp_path, shapes_data)
     with pytest.raises(Exception, match="dataset.proxy.images is 99"):
         carve(shapes_data, tmp_path / "c" / "carved.json", proxy_images=99, train_images=None,
               seed=1)
+
+
+def test_experiments_sharing_a_dataset_must_carve_it_alike(tmp_path):
+    """The carved and checked manifests are shared by every experiment on a dataset: one that
+    asks for another proxy split stops before any job, naming the keys, and leaves it alone."""
+    from mtpd.data.carve import carve_settings
+
+    wd = workdir(tmp_path)
+    carved = wd / "results/data/coco/carved.json"
+    carved.parent.mkdir(parents=True)
+    # what the RetinaNet config (proxy 5000 images, candidates on 30000) has made before
+    carved.write_text(json.dumps({"carve_settings": carve_settings(5000, 30000, 0)}))
+    before = carved.read_bytes()
+    r = snakemake(wd, "-n", "--configfile", "config/coco_retinanet.yaml", timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    # the Mask R-CNN config carves alike; one with other candidates' images does not
+    cfg = (wd / "config/coco_mask_rcnn.yaml").read_text()
+    assert "proxy_train_images: 30000" in cfg
+    (wd / "config/other.yaml").write_text(cfg.replace("proxy_train_images: 30000",
+                                                      "proxy_train_images: 10000"))
+    r = snakemake(wd, "-n", "--configfile", "config/other.yaml", timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "the proxy split of dataset 'coco' (dataset.proxy, bgs.proxy_train_images)" in out
+    assert "'proxy_train_images': 30000" in out and "'proxy_train_images': 10000" in out
+    assert carved.read_bytes() == before
+
+
+def test_direct_distillation_trains_at_the_students_batch_size(tmp_path):
+    """train.batch_size is the student's, for every student run (direct ones too), never a
+    teacher's."""
+    wd = workdir(tmp_path)
+    cfg = (wd / "config/config.yaml").read_text().replace("num_workers: 1",
+                                                         "num_workers: 1\n  batch_size: 3")
+    (wd / "config/bs.yaml").write_text(cfg)
+    r = snakemake(wd, "-n", "-p", "--configfile", "config/bs.yaml", "--forceall",
+                  "results/demo/seed0/direct/retina_r50w16/e16/model.pth",
+                  "results/teachers/shapes/retina_r50w16/model.pth",
+                  "results/demo/seed0/baseline/e8/model.pth", timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    commands = [line[line.index("mtpd train"):] for line in (r.stdout + r.stderr).splitlines()
+                if "mtpd train" in line]
+    by_out = {re.search(r"--out (\S+)", c).group(1): c for c in commands}
+    assert "--batch-size 3" in by_out["results/demo/seed0/direct/retina_r50w16/e16/model.pth"]
+    assert "--batch-size 3" in by_out["results/demo/seed0/baseline/e8/model.pth"]
+    assert "--batch-size" not in by_out["results/teachers/shapes/retina_r50w16/model.pth"]

@@ -105,6 +105,15 @@ def test_tiny_end_to_end(tiny_run):
         assert (res / "tiny/tables" / f).stat().st_size > 0
     for f in ("stages.png", "bgs.png"):
         assert (res / "tiny/plots" / f).read_bytes()[:4] == b"\x89PNG"
+    # streaming AP of the MTPD student at both scales, measured here, the best one reported
+    stream = pd.read_csv(res / "tiny/tables/streaming.csv")
+    assert len(stream) == 1 and stream.iloc[0]["best_scale"] in (0.5, 1.0)
+    assert stream[["sAP@0.5", "sAP@1.0"]].notna().all(axis=None)
+    assert stream.iloc[0]["runtime_mean_ms"] > 0 and stream.iloc[0]["device"].startswith("cpu: ")
+    mtpd_dir = exp / "progressive" / "/".join(order)
+    assert sorted(p.name for p in mtpd_dir.glob("stream_*.json")) == [
+        "stream_shapes-tiny-sequences_val_s0.5.json",
+        "stream_shapes-tiny-sequences_val_s1.0.json"]
     assert not list(res.rglob("*.tmp"))  # nothing half-written is left behind
     # every job left its log beside its output
     assert (exp / "progressive" / order[0] / "train.log").is_file()

@@ -29,6 +29,11 @@ def _subset(coco: dict[str, Any], image_ids: set[Any]) -> dict[str, Any]:
     return out
 
 
+def carve_settings(proxy_images: int, train_images: int | None, seed: int) -> dict[str, Any]:
+    """The request a carved manifest records, compared by the DAG with the current config's."""
+    return {"proxy_images": proxy_images, "proxy_train_images": train_images, "seed": seed}
+
+
 def carve(manifest_path: str | Path, out: str | Path, *, proxy_images: int,
           train_images: int | None, seed: int, split: str = "train") -> dict[str, Any]:
     """Writes `proxy.json` and `proxy_train.json` beside `out` and, at `out`, the manifest
@@ -59,5 +64,7 @@ def carve(manifest_path: str | Path, out: str | Path, *, proxy_images: int,
         raw["splits"][name] = {"ann_file": str(path.resolve()), "img_dir": str(source.img_dir)}
     raw["carved"] = {"from": split, "seed": seed, "proxy_images": len(proxy),
                      "proxy_train_images": len(rest)}
+    # what was asked for: experiments sharing the dataset must ask for the same (common.smk)
+    raw["carve_settings"] = carve_settings(proxy_images, train_images, seed)
     atomic_write_json(out, raw)
     return raw["carved"]

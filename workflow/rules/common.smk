@@ -8,6 +8,7 @@ import sys
 import mtpd.pipeline_config as pipeline_config
 from mtpd.bgs import exhaustive_chains, round_chains
 from mtpd.data.argoverse import scale_to_size
+from mtpd.data.carve import carve_settings
 from mtpd.errors import PipelineConfigError
 from mtpd.layout import (
     CHAIN,
@@ -154,6 +155,28 @@ def get_definition_checks():
         for b in config["pretrain"]["backbones"]
     ]
     dataset = config["dataset"]
+    if CARVES_PROXY:
+        carve = carve_settings(
+            dataset["proxy"]["images"],
+            BGS["proxy_train_images"],
+            dataset["proxy"]["seed"],
+        )
+        checks.append(
+            (
+                LAYOUT.carved_manifest(),
+                {"carve_settings": carve},
+                f"the proxy split of dataset '{dataset['name']}' (dataset.proxy, "
+                "bgs.proxy_train_images)",
+            )
+        )
+    if STREAM["enabled"] and STREAM["dataset"]["kind"] == "sequences":
+        checks.append(
+            (
+                f"{STREAM_LAYOUT.dataset_dir()}/spec.json",
+                dict(STREAM["dataset"]["sequences"]),
+                f"sequence dataset '{STREAM['dataset']['name']}'",
+            )
+        )
     if dataset["kind"] == "shapes":
         shapes = {
             k: v.split(",") if k in ("shapes", "textures") else v
@@ -249,13 +272,12 @@ def get_input_size_flag():
 
 
 def get_train_options(wildcards):
-    """The student's data loading settings (teachers keep their model config's batch size)."""
+    """The student's data loading settings (teachers keep their model config's batch size;
+    every student run, direct distillation included, has a seed wildcard)."""
     options = [get_input_size_flag()]
     for key in ("batch_size", "num_workers"):
         value = config["train"][key]
-        if value is not None and (
-            key == "num_workers" or "teacher" not in wildcards.keys()
-        ):
+        if value is not None and (key == "num_workers" or "seed" in wildcards.keys()):
             options.append(f"--{key.replace('_', '-')} {value}")
     return " ".join(o for o in options if o)
 
@@ -294,7 +316,7 @@ def get_stage_options(wildcards):
     options = get_train_options(wildcards)
     if wildcards.schedule == "proxy":
         options += f" --feature-loss-split {BGS['proxy_split']}"
-        if CARVES_PROXY:
+        if CARVES_PROXY and BGS["proxy_split"] == "proxy":
             options += " --split proxy_train"
     return options
 
