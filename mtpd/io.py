@@ -70,6 +70,22 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_json_file(path: str | Path, what: str, error: type[Exception], missing_fix: str) -> Any:
+    """The JSON value in `path`, or `error` with one line naming `what` and the path: missing
+    (with `missing_fix`), unreadable, or not valid JSON."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError as e:
+        raise error(f"{what} {path} does not exist; {missing_fix}") from e
+    except OSError as e:
+        raise error(f"cannot read {what} {path} ({e.strerror}); check its permissions") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{what} {path} is not valid JSON ({e}); fix or re-create it") from e
+
+
 def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

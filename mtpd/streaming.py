@@ -29,7 +29,7 @@ import numpy as np
 
 from mtpd.devices import device_name
 from mtpd.errors import DatasetError, ModelConfigError, MtpdError
-from mtpd.io import atomic_write_json
+from mtpd.io import atomic_write_json, read_json_file
 
 EPS = 1e-6           # seconds: float sums of runtimes must not move an output across a frame time
 MAX_DETS = 100       # detections per frame, as COCO's maxDets
@@ -174,10 +174,7 @@ def parse_latency(text: str) -> tuple[Latency, str | None]:
     if not path.is_file():
         raise MtpdError(f"latency {text!r} is neither 'measured', a number of seconds, nor an "
                         "existing JSON file of runtimes")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise MtpdError(f"latency file {path} is not valid JSON: {e}") from e
+    raw = read_json_file(path, "latency file", MtpdError, "give a runtime record")
     if isinstance(raw, dict) and "measured_runtimes_s" in raw:
         return list(raw["measured_runtimes_s"]), raw.get("device")
     if isinstance(raw, list):

@@ -14,14 +14,13 @@ No heavy imports: the CLI and the Snakefile may load this module.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mtpd.errors import DatasetError, ModelConfigError
-from mtpd.io import atomic_write_json
+from mtpd.io import atomic_write_json, read_json_file
 
 ARGOVERSE_CLASSES = ("person", "bicycle", "car", "motorcycle", "bus", "truck",
                      "traffic_light", "stop_sign")
@@ -50,13 +49,8 @@ ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
 
 def _read_json(path: Path) -> dict:
     """The JSON object in `path`, or a DatasetError naming the file."""
-    if not path.is_file():
-        raise DatasetError(f"Argoverse-HD annotation file {path} does not exist; give the path "
-                           "of train.json, val.json or test-meta.json")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"Argoverse-HD annotation file {path} is not valid JSON: {e}") from e
+    raw = read_json_file(path, "Argoverse-HD annotation file", DatasetError,
+                         "give the path of train.json, val.json or test-meta.json")
     if not isinstance(raw, dict):
         raise DatasetError(f"{path} holds a JSON {type(raw).__name__}, not an object with "
                            "'images', 'categories', 'sequences' and 'seq_dirs'")

@@ -16,7 +16,7 @@ import numpy as np
 
 from mtpd.data.manifest import DatasetManifest
 from mtpd.errors import DatasetError
-from mtpd.io import atomic_write_json
+from mtpd.io import atomic_write_json, read_json_file
 
 PROXY, PROXY_TRAIN = "proxy", "proxy_train"
 
@@ -40,11 +40,8 @@ def carve(manifest_path: str | Path, out: str | Path, *, proxy_images: int,
     with the two new splits; returns counts. Deterministic for a given file and seed."""
     manifest = DatasetManifest.load(manifest_path)
     source = manifest.split(split)
-    try:
-        coco = json.loads(source.ann_file.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{source.ann_file} is not valid JSON ({e}); fix or re-download it"
-                           ) from e
+    coco = read_json_file(source.ann_file, "annotation file", DatasetError,
+                          "check the dataset's data_root and ann_file")
     ids = sorted(img["id"] for img in coco.get("images", []))
     if proxy_images >= len(ids):
         raise DatasetError(f"dataset.proxy.images is {proxy_images}, but {source.ann_file} has "

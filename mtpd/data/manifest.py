@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mtpd.errors import DatasetError
+from mtpd.io import read_json_file
 
 # Where the datasets the paper's configs use come from, for "file missing" messages.
 WHERE_TO_GET = {
@@ -47,13 +48,8 @@ class DatasetManifest:
     @classmethod
     def load(cls, path: str | Path) -> "DatasetManifest":
         path = Path(path)
-        if not path.is_file():
-            raise DatasetError(f"dataset manifest {path} does not exist; create it with "
-                                "`mtpd data shapes` or `mtpd data manifest`")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"dataset manifest {path} is not valid JSON: {e}") from e
+        raw = read_json_file(path, "dataset manifest", DatasetError,
+                             "create it with `mtpd data shapes` or `mtpd data manifest`")
         for key in ("name", "splits"):
             if key not in raw:
                 raise DatasetError(f"dataset manifest {path} lacks the key '{key}'")
