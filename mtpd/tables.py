@@ -102,6 +102,7 @@ def main_table(df: pd.DataFrame) -> pd.DataFrame:
     columns = ["model", "method", "teachers", "epochs", "seeds", "AP", "AP_sd"] + STATS[1:] + [
         "train_minutes"]
     out = out[columns].reset_index(drop=True)
+    out["seeds"] = out["seeds"].astype("Int64")  # a count, empty for teachers (not 1.00)
     return out.dropna(axis=1, how="all")
 
 
@@ -159,7 +160,7 @@ def streaming_table(exp_dir: Path) -> pd.DataFrame:
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (no extra dependency such as tabulate)."""
     def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
             return ""
         if isinstance(v, float):
             return f"{v:.2f}"
@@ -172,7 +173,7 @@ def to_markdown(df: pd.DataFrame) -> str:
 
 def to_latex(df: pd.DataFrame, caption: str) -> str:
     def esc(v: Any) -> str:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
             return ""
         text = f"{v:.2f}" if isinstance(v, float) else str(v)
         for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"),
