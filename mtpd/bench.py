@@ -19,7 +19,7 @@ import pandas as pd
 
 from mtpd.bgs import run_bgs
 from mtpd.io import atomic_write_text, atomic_write_with
-from mtpd.tables import METHODS, experiment_layout, read_json, runs, to_markdown
+from mtpd.tables import METHOD_RANK, METHODS, experiment_layout, read_json, runs, to_markdown
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -36,7 +36,10 @@ def method_table(df: pd.DataFrame) -> pd.DataFrame:
         mean, sd = _mean_sd(list(g["AP"]))
         rows.append({"method": method, "teachers": who, "epochs": int(epochs),
                      "AP_mean": mean, "AP_sd": sd, "seeds": len(g)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out["_rank"] = out["method"].map(METHOD_RANK)
+    out = out.sort_values(["_rank", "epochs", "teachers"], kind="stable")
+    return out.drop(columns="_rank").reset_index(drop=True)
 
 
 def replay(result: dict[str, Any], pool: list[str], margin: float, max_stages: int,
@@ -138,7 +141,7 @@ def summarize(table: pd.DataFrame, seeds: pd.DataFrame, paired: list[float], ran
     for _, r in table[table["method"] == METHODS["teacher"]].iterrows():
         alone = best_of(METHODS["baseline"], int(r["epochs"]))
         if alone is not None:
-            gaps[r["teachers"]] = r["AP_mean"] - alone["AP_mean"]
+            gaps[r["teachers"]] = float(r["AP_mean"] - alone["AP_mean"])
     if gaps:
         s["teacher_minus_student_alone_at_equal_epochs"] = gaps
     for name in (ran, other):
@@ -152,9 +155,13 @@ def write_report(exp_dir: Path, table: pd.DataFrame, seeds: pd.DataFrame,
                  summary: dict[str, Any]) -> None:
     atomic_write_with(exp_dir / "report.csv", lambda p: table.to_csv(p, index=False))
     atomic_write_with(exp_dir / "report_seeds.csv", lambda p: seeds.to_csv(p, index=False))
+    def show(v: Any, signed: bool) -> str:  # differences ("minus") carry their sign
+        if isinstance(v, dict):
+            return ", ".join(f"{k} {show(x, signed)}" for k, x in v.items())
+        return (f"{v:+.2f}" if signed else f"{v:.2f}") if isinstance(v, float) else str(v)
+
     lines = [f"# Accuracy benchmark: {exp_dir.name}", ""]
-    lines += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}"
-              for k, v in summary.items()]
+    lines += [f"- {k}: {show(v, 'minus' in k)}" for k, v in summary.items()]
     lines += ["", "## AP by method (mean and sd over seeds)", "", to_markdown(table),
               "## Per seed: BGS's orders and the best of all orders (val AP)", "",
               to_markdown(seeds)]
