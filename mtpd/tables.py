@@ -15,6 +15,7 @@ it is (`mtpd.layout.describe`), so no Snakemake run or pipeline config is needed
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -225,17 +226,20 @@ def plot_stages(df: pd.DataFrame, path: Path) -> None:
         rows = stats.loc[[chain[:x] for x in xs]]
         ax.errorbar(xs, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3,
                     label=" -> ".join(chain))
+    top = max([len(c) for c in finals] + [1])
     if stage_epochs:
         markers = {METHODS["baseline"]: "s", METHODS["direct"]: "^"}
+        dodge = {METHODS["baseline"]: -0.08, METHODS["direct"]: 0.08}  # beside the chains
         for method, marker in markers.items():
             sub = df[df["method"] == method]
-            for (teachers, epochs), g in sub.groupby(["teachers", "epochs"]):
+            for k, ((teachers, epochs), g) in enumerate(sub.groupby(["teachers", "epochs"])):
                 label = f"{method} {teachers}".strip() + f" ({epochs:g} ep)"
-                ax.errorbar(epochs / stage_epochs, g["AP"].mean(),
+                x = epochs / stage_epochs + dodge[method] * (1 + 0.5 * (k % 3))
+                ax.errorbar(x, g["AP"].mean(),
                             yerr=g["AP"].std(ddof=1) if len(g) > 1 else 0, marker=marker,
                             linestyle="none", capsize=3, label=label)
-        top = int(max([len(c) for c in finals] + [1]))
-        ax.set_xticks(range(1, top + 1))
+                top = max(top, math.ceil(epochs / stage_epochs))
+        ax.set_xticks(range(1, top + 1))  # every marker sits over a tick
     ax.set_xlabel(f"stage ({stage_epochs:g} epochs each)" if stage_epochs else "stage")
     ax.set_ylabel("box AP (mean over seeds, bars: 1 sd)")
     ax.set_title("AP after each progressive stage")
