@@ -308,22 +308,13 @@ def _detect(model: Any, pipeline: Any, img: np.ndarray, image_id: int, cat_ids: 
     size (width, height) the model saw."""
     import torch
     from mmengine.dataset import pseudo_collate
-    from mmengine.structures import InstanceData
 
-    from mtpd.data.argoverse import map_labels
     from mtpd.evaluate import to_coco_results
 
     data = pipeline({"img": img, "img_id": image_id})
     with torch.no_grad():
         sample = model.test_step(pseudo_collate([data]))[0]
-    if class_map is not None:
-        inst = sample.pred_instances
-        labels, scores, boxes = map_labels(inst.labels.cpu().numpy(), inst.scores.cpu().numpy(),
-                                           inst.bboxes.cpu().numpy(), class_map)
-        sample.pred_instances = InstanceData(bboxes=torch.from_numpy(boxes),
-                                             scores=torch.from_numpy(scores),
-                                             labels=torch.from_numpy(labels))
-    bbox_res, _ = to_coco_results(sample, cat_ids)
+    bbox_res, _ = to_coco_results(sample, cat_ids, class_map)  # as offline evaluation maps
     h, w = sample.metainfo["img_shape"][:2]
     return bbox_res, (int(w), int(h))
 

@@ -12,7 +12,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from mtpd.data.argoverse import (ARGOVERSE_CLASSES, COCO_CLASSES, COCO_TO_ARGOVERSE,
-                                 class_mapping, map_labels, scale_to_size, to_coco)
+                                 class_mapping, scale_to_size, to_coco)
 from mtpd.data.manifest import DatasetManifest, read_classes
 from mtpd.data.sequences import SequencesSpec, generate_sequences
 from mtpd.data.shapes import class_names
@@ -131,16 +131,32 @@ def test_class_mapping_coco_to_argoverse():
         class_mapping(class_names(), ARGOVERSE_CLASSES)
 
 
+def _coco_results(labels, scores, boxes):
+    """COCO-80 predictions through the mapping evaluation and streaming both use."""
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from mtpd.evaluate import to_coco_results
+
+    sample = DetDataSample(metainfo={"img_id": 1})
+    sample.pred_instances = InstanceData(bboxes=torch.as_tensor(boxes),
+                                         scores=torch.as_tensor(scores),
+                                         labels=torch.as_tensor(labels))
+    bbox, _ = to_coco_results(sample, list(range(8)), COCO_TO_ARGOVERSE)
+    return (np.array([r["category_id"] for r in bbox]), np.array([r["score"] for r in bbox]),
+            np.array([r["bbox"] for r in bbox]).reshape(-1, 4))
+
+
 def test_map_labels_keeps_exactly_the_eight():
     labels = np.arange(80)
     scores = np.linspace(0.1, 0.9, 80)
     boxes = np.stack([labels] * 4, axis=1).astype(np.float32)
-    new, kept_scores, kept_boxes = map_labels(labels, scores, boxes, COCO_TO_ARGOVERSE)
+    new, kept_scores, kept_boxes = _coco_results(labels, scores, boxes)
     assert new.tolist() == list(range(8))
     assert kept_boxes[:, 0].tolist() == [0, 1, 2, 3, 5, 7, 9, 11]
     assert np.allclose(kept_scores, scores[[0, 1, 2, 3, 5, 7, 9, 11]])
-    empty = map_labels(np.array([4, 6]), np.array([0.5, 0.5]), np.zeros((2, 4)),
-                       COCO_TO_ARGOVERSE)
+    empty = _coco_results(np.array([4, 6]), np.array([0.5, 0.5]), np.zeros((2, 4)))
     assert [len(a) for a in empty] == [0, 0, 0]
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mtpd.errors import DatasetError, ModelConfigError
 from mtpd.io import atomic_write_json, read_json_file
 
@@ -178,15 +176,6 @@ def class_mapping(model_classes: list[str] | tuple[str, ...],
                        f"classes {list(dataset_classes)}; mtpd maps only COCO's 80 classes to "
                        "Argoverse-HD's 8, otherwise the model must be trained on the dataset's "
                        "classes")
-
-
-def map_labels(labels: np.ndarray, scores: np.ndarray, boxes: np.ndarray,
-               mapping: dict[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keeps the detections whose label is in `mapping`, relabelled; the rest are dropped."""
-    labels = np.asarray(labels)
-    keep = np.array([int(v) in mapping for v in labels], dtype=bool).reshape(-1)
-    new = np.array([mapping[int(v)] for v in labels[keep]], dtype=np.int64)
-    return new, np.asarray(scores)[keep], np.asarray(boxes)[keep]
 
 
 def scale_to_size(scale: float, native: tuple[int, int] = NATIVE_SIZE) -> tuple[int, int]:
