@@ -110,6 +110,23 @@ def to_coco_results(sample: Any, cat_ids: list[int], label_map: dict[int, int] |
     return bbox_res, segm_res
 
 
+def build_test_model(model_config: str, checkpoint: str | Path, manifest: DatasetManifest,
+                     split: str, device: str, *, num_workers: int | None = None,
+                     input_size: tuple[int, int] | None = None, keep_num_classes: bool = False,
+                     ckpt: dict | None = None) -> tuple[Any, Any]:
+    """The detector of `checkpoint` in eval mode on `device` and its job config for `split`
+    (evaluation and streaming both run it). `keep_num_classes`: the model keeps its config's own
+    classes (e.g. COCO's 80) instead of the dataset's, for a mapped evaluation."""
+    register_all_modules()
+    cfg = build_job_config(model_config, manifest, train_split=None, test_split=split,
+                           num_workers=num_workers, input_size=input_size,
+                           keep_num_classes=keep_num_classes)
+    model = build_model(cfg.model, model_config)
+    load_weights(model, checkpoint, model_config, ckpt)
+    model.to(device).eval()
+    return model, cfg
+
+
 def predict(model_config: str, checkpoint: str | Path, ckpt: dict, manifest: DatasetManifest,
             split: str, num_workers: int | None = None,
             input_size: tuple[int, int] | None = None, model_classes: str | None = None
@@ -121,21 +138,17 @@ def predict(model_config: str, checkpoint: str | Path, ckpt: dict, manifest: Dat
     import torch
     from mmengine.runner import Runner
 
-    register_all_modules()
     distributed.init_process_group()
     label_map = None
     if model_classes == "coco":
         from mtpd.data.argoverse import COCO_CLASSES, class_mapping
 
         label_map = class_mapping(COCO_CLASSES, manifest.classes)
-    cfg = build_job_config(model_config, manifest, train_split=None, test_split=split,
-                           num_workers=num_workers, input_size=input_size,
-                           keep_num_classes=model_classes == "coco")
-    cfg.test_dataloader["sampler"] = dict(type="DefaultSampler", shuffle=False, round_up=False)
-    model = build_model(cfg.model, model_config)
-    load_weights(model, checkpoint, model_config, ckpt)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
+    model, cfg = build_test_model(model_config, checkpoint, manifest, split, device,
+                                  num_workers=num_workers, input_size=input_size,
+                                  keep_num_classes=model_classes == "coco", ckpt=ckpt)
+    cfg.test_dataloader["sampler"] = dict(type="DefaultSampler", shuffle=False, round_up=False)
     loader = Runner.build_dataloader(cfg.test_dataloader)
     from pycocotools.coco import COCO
 

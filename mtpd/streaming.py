@@ -255,23 +255,17 @@ def _config_num_classes(node: Any, key: str | None = None) -> int | None:
 
 def _build_model(model_config: str, checkpoint: str | Path, manifest: Any, split: str,
                  class_map: dict[int, int] | None, device: str) -> tuple[Any, Any]:
-    """The detector as `mtpd.evaluate.predict` builds it; with a class map the model keeps its
-    config's own classes (e.g. COCO's 80) instead of the dataset's."""
-    from mtpd.checkpoint import load_weights
-    from mtpd.model_config import build_job_config, build_model
-    from mtpd.registry import register_all_modules
+    """The detector as offline evaluation builds it; with a class map the model keeps its
+    config's own classes (e.g. COCO's 80), which must cover the map's labels."""
+    from mtpd.evaluate import build_test_model
 
-    register_all_modules()
-    cfg = build_job_config(model_config, manifest, train_split=None, test_split=split,
-                           num_workers=0, keep_num_classes=class_map is not None)
+    model, cfg = build_test_model(model_config, checkpoint, manifest, split, device,
+                                  num_workers=0, keep_num_classes=class_map is not None)
     if class_map is not None:
         own = _config_num_classes(cfg.model)
         if own is None or own <= max(class_map):
             raise ModelConfigError(f"{model_config}: the class map needs labels up to "
                                    f"{max(class_map)}, but the config's num_classes is {own}")
-    model = build_model(cfg.model, model_config)
-    load_weights(model, checkpoint, model_config)
-    model.to(device).eval()
     return model, cfg
 
 
