@@ -136,6 +136,7 @@ def cmd_data_check(a: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> None:
+    _devices(a, parallel=False)
     from mtpd.pretrain import pretrain_backbone
 
     pretrain_backbone(a.config, a.dataset, a.out, epochs=_default("pretrain.epochs", a.epochs),
@@ -150,37 +151,55 @@ def cmd_fetch(a: argparse.Namespace) -> None:
     print(f"wrote {a.out}")
 
 
+def _devices(a: argparse.Namespace, parallel: bool) -> Any:
+    """With --gpus N, the devices this job runs on (`mtpd.devices`), CUDA_VISIBLE_DEVICES set
+    before anything starts CUDA; call it before importing torch or mmdet. None without --gpus,
+    or in one of the processes `_in_processes` started (the devices are assigned once)."""
+    from mtpd.distributed import is_child
+
+    if getattr(a, "gpus", None) is None or is_child():
+        return None
+    from mtpd.devices import assign, describe
+
+    job = assign(a.gpus, parallel=parallel)
+    logging.getLogger("mtpd.devices").info(describe(job))
+    return job
+
+
 def _in_processes(a: argparse.Namespace) -> bool:
-    """With --nproc N > 1, runs this same command as N processes; True once they are done."""
+    """Runs this same command as one process per device of the job (--gpus N), or as N CPU
+    processes (--nproc N); True once they are done, False when this process does the work."""
     from mtpd.distributed import relaunch
 
-    code = relaunch(a.nproc, a.argv)
+    job = _devices(a, parallel=True)
+    nproc = job.processes if job else a.nproc
+    code = relaunch(nproc, a.argv, tuple(job.locks) if job else ())
     if code is None:
         return False
     if code:
-        raise RuntimeError(f"{a.nproc} processes of 'mtpd {a.command}' failed (exit code "
+        raise RuntimeError(f"{nproc} processes of 'mtpd {a.command}' failed (exit code "
                            f"{code}); the first error is in the log above")
     return True
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from mtpd.train import train
-
     if _in_processes(a):
         return
+    from mtpd.train import train
+
     train(a.config, a.dataset, a.out, epochs=a.epochs,
           seed=a.seed if a.seed is not None else _default("train.seeds", None)[0],
           split=a.split, pretrained_backbone=a.pretrained_backbone, init_checkpoint=a.init,
           distill=a.distill, batch_size=a.batch_size, num_workers=a.num_workers,
           feature_loss_split=a.feature_loss_split, checkpoint_minutes=a.checkpoint_minutes,
-          input_size=a.input_size)
+          input_size=a.input_size, precision=a.precision)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from mtpd.evaluate import evaluate
-
     if _in_processes(a):
         return
+    from mtpd.evaluate import evaluate
+
     rec = evaluate(a.config, a.checkpoint, a.dataset, a.out,
                    split=_default("evaluation.split", a.split), predictions=a.predictions,
                    num_workers=a.num_workers, backend=a.backend, input_size=a.input_size,
@@ -192,6 +211,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def cmd_stream(a: argparse.Namespace) -> None:
+    _devices(a, parallel=False)
     from mtpd.data.argoverse import COCO_CLASSES, class_mapping
     from mtpd.data.manifest import DatasetManifest
     from mtpd.streaming import parse_latency, run_streaming
@@ -221,6 +241,25 @@ def cmd_bench_report(a: argparse.Namespace) -> None:
     summary = report(a.experiment)
     print(f"wrote {a.experiment}/report.md: " + ", ".join(
         f"{k} {v:.2f}" for k, v in summary.items() if isinstance(v, float)))
+
+
+def cmd_config(a: argparse.Namespace) -> None:
+    import yaml
+
+    from mtpd.pipeline_config import load
+
+    completed = load(*a.configfiles)
+    print(yaml.safe_dump(completed, sort_keys=False) if a.show else
+          f"{', '.join(a.configfiles)}: valid (experiment '{completed['experiment']}')")
+
+
+def cmd_preflight(a: argparse.Namespace) -> None:
+    from mtpd.preflight import preflight
+
+    r = preflight(a.experiment, a.dataset, a.out, input_size=a.input_size)
+    print(f"preflight of '{r['experiment']}' passed: {len(r['models'])} models built, "
+          f"{len(r['distillation'])} teachers matched to the student"
+          f"{' (cached)' if r['cached'] else ''}, {r['seconds']:.1f} s; wrote {a.out}")
 
 
 def cmd_record(a: argparse.Namespace) -> None:
@@ -293,6 +332,19 @@ def _bgs_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--evaluation-split", required=True)
 
 
+def _gpu_arguments(s: argparse.ArgumentParser, nproc_help: str | None = None) -> None:
+    """--gpus (what the rule asked for) and, for commands that run several processes, --nproc
+    (CPU processes, no GPU assignment); neither: one process, devices left as they are."""
+    runs = "one process per device" if nproc_help else "one process, on the first of the devices"
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--gpus", type=int, metavar="N",
+                   help=f"GPUs the job asked for (its rule's gpu resource); runs {runs} it is "
+                        "given by SLURM, else claims on this machine (README: 'One GPU "
+                        "server'); on the CPU with 0, or with no GPU here")
+    if nproc_help:
+        g.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+
+
 SEQUENCE_SETTINGS = {"num_val": int, "frames": int, "width": int, "height": int,
                      "max_objects": int, "max_speed": float, "still_prob": float, "seed": int,
                      "shapes": str, "textures": str}
@@ -357,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="default: the schema's pretrain.epochs")
     s.add_argument("--crop-size", type=int)
     s.add_argument("--seed", type=int)
+    _gpu_arguments(s)
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("fetch", help="download or copy a checkpoint and verify its sha256")
@@ -381,12 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--feature-loss-split",
                    help="after a distillation stage, store its mean distillation loss on this "
                         "split (BGS's feature proxy)")
-    s.add_argument("--nproc", type=int, default=1,
-                   help="processes on this node, one per GPU (gloo on CPUs); 0 means 1")
+    _gpu_arguments(s, "N processes on the CPUs (gloo), no GPU assignment; 0 means 1")
     s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
     s.add_argument("--checkpoint-minutes", type=float,
                    help="also save a resumable checkpoint this often (default: the schema's "
                         "compute.checkpoint_minutes)")
+    s.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                   help="fp16/bf16: mixed precision, autocast with fp32 weights (fp16 needs "
+                        "CUDA); default: the schema's train.precision")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="COCO AP of a checkpoint on a split")
@@ -397,8 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--predictions")
     s.add_argument("--num-workers", type=int)
-    s.add_argument("--nproc", type=int, default=1,
-                   help="processes on this node, each evaluating a share of the images")
+    _gpu_arguments(s, "N CPU processes (gloo), each evaluating a share of the images")
     s.add_argument("--backend", choices=["faster_coco_eval", "pycocotools"],
                    help="COCO evaluator (default: the schema's evaluation.backend)")
     s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
@@ -428,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, required=True, help="seeds the runtimes drawn")
     s.add_argument("--name", help="the model's name in streaming tables")
     s.add_argument("--model-classes", choices=["dataset", "coco"], default="dataset")
+    _gpu_arguments(s)
     s.set_defaults(func=cmd_stream)
 
     s = sub.add_parser("tables", help="result tables and plots from results/ alone")
@@ -440,6 +495,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = bench.add_parser("report", help="progressive vs direct and BGS's rank, over seeds")
     s.add_argument("experiment", help="the benchmark's experiment directory (results/bench)")
     s.set_defaults(func=cmd_bench_report)
+
+    s = sub.add_parser("config", help="validate pipeline config files (merged as Snakemake "
+                                      "merges several --configfile), without running anything")
+    s.add_argument("configfiles", nargs="+", metavar="CONFIG")
+    s.add_argument("--show", action="store_true", help="print the completed config")
+    s.set_defaults(func=cmd_config)
+
+    s = sub.add_parser("preflight", help="build every model of an experiment and check its "
+                                         "weights and FPN levels, before any training job")
+    s.add_argument("--experiment", nargs="+", required=True, metavar="CONFIG",
+                   help="the run's experiment.json, or pipeline config files (merged in order)")
+    s.add_argument("--dataset", required=True, help="dataset manifest (its classes are used)")
+    s.add_argument("--out", required=True, help="the report to write (JSON)")
+    s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT, as the training jobs get")
+    s.set_defaults(func=cmd_preflight)
 
     s = sub.add_parser("record", help="write a JSON object to a file, atomically")
     s.add_argument("--out", required=True)

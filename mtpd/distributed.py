@@ -1,9 +1,11 @@
 """N processes on one node: one per GPU (or CPU processes with gloo, as the tests run them).
 
-A rule given N GPUs runs `mtpd train --nproc N ...` inside its one SLURM task (the plugin wraps
-each job in `srun -n1`); `relaunch` then starts the N processes with `torch.distributed.run
---standalone`, each running the same command. mtpd initialises the process group itself
-(NCCL on GPUs, gloo on CPUs) because MMEngine 0.10's launcher assumes CUDA.
+A rule given N GPUs runs `mtpd train --gpus N ...` inside its one SLURM task (the plugin wraps
+each job in `srun -n1`); `mtpd.devices` finds the devices the job has (SLURM's, or claimed on a
+machine of its own) and `relaunch` starts one process per device with `torch.distributed.run
+--standalone`, each running the same command (`--nproc N`: N CPU processes). mtpd initialises
+the process group itself (NCCL on GPUs, gloo on CPUs) because MMEngine 0.10's launcher assumes
+CUDA.
 """
 from __future__ import annotations
 
@@ -21,28 +23,44 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def relaunch(nproc: int, argv: list[str]) -> int | None:
+def is_child() -> bool:
+    """Whether this is one of the N processes torch.distributed.run started (which must not
+    assign devices or relaunch again)."""
+    return "LOCAL_RANK" in os.environ
+
+
+def relaunch(nproc: int, argv: list[str], pass_fds: tuple[int, ...] = ()) -> int | None:
     """Runs `python -m mtpd <argv>` as `nproc` processes and returns their exit code, or None
-    when this process should do the work itself (one process, or already one of the N)."""
-    if nproc <= 1 or "LOCAL_RANK" in os.environ:
+    when this process should do the work itself (one process, or already one of the N).
+    `pass_fds` (a local device claim's locks) stay open in the launcher, so the claim lasts
+    as long as it does even if this process is killed first."""
+    if nproc <= 1 or is_child():
         return None
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "mtpd", *without_nproc(argv)]
-    return subprocess.call(cmd)
+           f"--nproc_per_node={nproc}", "-m", "mtpd", *per_process(argv)]
+    return subprocess.call(cmd, pass_fds=pass_fds)
 
 
-def without_nproc(argv: list[str]) -> list[str]:
+def per_process(argv: list[str]) -> list[str]:
     """The command for each process: the same, less `--nproc N` (which torch.distributed.run's
-    own parser would also take for an abbreviation of its --nproc-per-node)."""
+    own parser would also take for an abbreviation of its --nproc-per-node) and `--gpus N`
+    (the devices are assigned once, here)."""
     out, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--nproc":
+        elif arg in ("--nproc", "--gpus"):
             skip = True
-        elif not arg.startswith("--nproc="):
+        elif not arg.startswith(("--nproc=", "--gpus=")):
             out.append(arg)
     return out
+
+
+def backend() -> str:
+    """The process group's backend: NCCL between GPUs, gloo on CPUs."""
+    import torch
+
+    return "nccl" if torch.cuda.is_available() else "gloo"
 
 
 def init_process_group() -> bool:
@@ -55,7 +73,7 @@ def init_process_group() -> bool:
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend=backend())
     return True
 
 

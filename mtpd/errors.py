@@ -40,3 +40,12 @@ class TrainingInterrupted(MtpdError):
 
 class TeacherCheckError(MtpdError):
     """A teacher evaluates far below the AP its checkpoint is recorded with."""
+
+
+class PreflightError(MtpdError):
+    """A model of an experiment cannot be built, initialised or distilled from as configured;
+    the message names each model, the key at fault and the fix (`mtpd.preflight`)."""
+
+
+class DeviceError(MtpdError):
+    """A job can never get the GPUs it asked for; the message says what it sees and the fix."""

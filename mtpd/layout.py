@@ -7,6 +7,7 @@ The rules, BGS and the tables all ask this module, so a path is spelled in one p
       pretrained/<dataset>/<backbone>/spec.json, backbone.pth
       teachers/<dataset>/<teacher>/spec.json, model.pth, metrics_<split>.json
       <experiment>/experiment.json                    the completed pipeline config
+      <experiment>/preflight/<key>.json               its models checked, before any training
       <experiment>/seed<s>/baseline/e<E>/model.pth    the student alone, E epochs
       <experiment>/seed<s>/progressive/<t1>/<t2>/model.pth   stage 2 of the chain t1 -> t2
       <experiment>/seed<s>/proxy/<t1>/<t2>/model.pth         the same chain, BGS's proxy schedule
@@ -113,6 +114,10 @@ class Layout:
 
     def experiment_file(self) -> str:
         return f"{self.experiment_dir()}/experiment.json"
+
+    def preflight_report(self, key: str) -> str:
+        """The preflight of one version of the config (`key`: `mtpd.preflight.config_key`)."""
+        return f"{self.experiment_dir()}/preflight/{key}.json"
 
     def seed_dir(self, seed: int | str) -> str:
         return f"{self.experiment_dir()}/seed{seed}"

@@ -2,7 +2,7 @@
 
 `complete()` is what `workflow/rules/common.smk` calls before the DAG is built:
 
-1. fills in every `default:` of `workflow/schemas/config.schema.yaml` (the one home of every
+1. fills in every `default:` of `mtpd/schemas/config.schema.yaml` (the one home of every
    default, as `snakemake.utils.validate(..., set_default=True)` would),
 2. validates against the schema (types, ranges, unknown keys, which catch typos),
 3. checks what a schema cannot express (a named teacher exists, a backbone is pretrained...),
@@ -24,7 +24,9 @@ import yaml
 from mtpd.bgs import proxy_split_problem
 from mtpd.errors import PipelineConfigError
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+# In the package, so an installed (non-editable) mtpd has its defaults; workflow/schemas/
+# links here (the Snakemake template's place).
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 # The keys of the `distill` block that set up one distillation stage (`mtpd train --distill`);
 # the others (orders, direct, direct_epochs) say which stages the DAG runs.
@@ -189,6 +191,24 @@ def carves_proxy(c: dict[str, Any]) -> bool:
             and "proxy" not in dataset[dataset["kind"]]["splits"])
 
 
+def distill_settings(c: dict[str, Any], teacher: str, checkpoint: str) -> dict[str, Any]:
+    """What `mtpd train --distill` gets for a stage with `teacher` (whose model is at
+    `checkpoint`): the teacher and the config's stage settings. The rules and the preflight
+    both ask this, so they check and run the same stage."""
+    t = c["teachers"][teacher]
+    return {"teacher_config": t["config"], "teacher_checkpoint": checkpoint,
+            "teacher_classes": t["classes"],
+            **{k: c["distill"][k] for k in DISTILL_STAGE_SETTINGS}}
+
+
+def distilled_teachers(c: dict[str, Any]) -> list[str]:
+    """The teachers some stage distils from: fixed orders, direct distillation, BGS's pool."""
+    d, bgs = c["distill"], c["bgs"]
+    used = [t for order in d["orders"] for t in order] + list(d["direct"] or [])
+    used += list(bgs["pool"] or []) if bgs["enabled"] else []
+    return [t for t in c["teachers"] if t in used]
+
+
 def resolve_derived(c: dict[str, Any]) -> None:
     """The schema's `null` defaults that depend on other keys, resolved in place."""
     bgs, distill = c["bgs"], c["distill"]
@@ -217,16 +237,32 @@ def complete(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     return c
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Reads, validates and completes a pipeline config file."""
-    path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise PipelineConfigError(f"cannot read pipeline config {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise PipelineConfigError(f"{path} is not valid YAML: {e}") from e
-    if config is not None and not isinstance(config, dict):
-        raise PipelineConfigError(f"{path} must hold a mapping of keys, not a "
-                                  f"{type(config).__name__}")
-    return complete(config or {}, str(path))
+def load(*paths: str | Path) -> dict[str, Any]:
+    """Reads, merges, validates and completes pipeline config files.
+
+    Later files win key by key, as Snakemake merges several `--configfile`s (an experiment's
+    config, then the user's own `compute:` file)."""
+    if not paths:
+        raise PipelineConfigError("give at least one pipeline config file")
+    merged: dict[str, Any] = {}
+    for path in map(Path, paths):
+        try:
+            config = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise PipelineConfigError(f"cannot read pipeline config {path}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise PipelineConfigError(f"{path} is not valid YAML: {e}") from e
+        if config is not None and not isinstance(config, dict):
+            raise PipelineConfigError(f"{path} must hold a mapping of keys, not a "
+                                      f"{type(config).__name__}")
+        _merge(merged, config or {})
+    return complete(merged, ", ".join(map(str, paths)))
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    """Deep update, as snakemake.utils.update_config does for several config files."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)

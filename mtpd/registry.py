@@ -15,6 +15,9 @@ def register_all_modules(init_default_scope: bool = True) -> None:
     from mmdet.utils import register_all_modules as register_mmdet
 
     register_mmdet(init_default_scope=init_default_scope)
-    # Importing registers: the distiller and losses, WallTimeHook and FiniteLossHook, and the
-    # resumable checkpoint hook and train loop.
-    from mtpd import distill, hooks, resume  # noqa: F401
+    # Importing registers: the distiller and losses, WallTimeHook and FiniteLossHook, the
+    # resumable checkpoint hook and train loop, and the mixed-precision optimizer wrapper.
+    from mtpd import distill, hooks, precision, resume  # noqa: F401
+    from mtpd.pretrained import register_schemes
+
+    register_schemes()  # torchvision:// weights without torchvision (mtpd.pretrained)

@@ -18,6 +18,7 @@ from mtpd.checkpoint import (allow_mmengine_checkpoints, load_checkpoint_file,
                              save_model_checkpoint)
 from mtpd.data.manifest import DatasetManifest
 from mtpd.model_config import build_job_config, to_plain
+from mtpd.precision import configure_precision
 from mtpd.registry import register_all_modules
 
 log = logging.getLogger("mtpd.train")
@@ -34,7 +35,7 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
           batch_size: int | None = None, num_workers: int | None = None,
           feature_loss_split: str | None = None,
           checkpoint_minutes: float | None = None,
-          input_size: tuple[int, int] | None = None) -> Path:
+          input_size: tuple[int, int] | None = None, precision: str | None = None) -> Path:
     """Trains and writes a model checkpoint at `out`; returns `out`.
 
     `epochs` None keeps the model config's own. `distill` (optional) makes this a distillation
@@ -42,7 +43,9 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
     previous stage's weights with a fresh optimizer and schedule. With `feature_loss_split`
     (distillation only), the trained stage's mean distillation loss on that split is stored in
     the checkpoint's meta (BGS's feature proxy). A resumable checkpoint is also saved every
-    `checkpoint_minutes` (`mtpd.resume`; None: the pipeline schema's default). Run as N
+    `checkpoint_minutes` (`mtpd.resume`; None: the pipeline schema's default). `precision`
+    fp16 or bf16 trains with autocast (`mtpd.precision`; None: the schema's train.precision);
+    the exported checkpoint is fp32 either way. Run as N
     processes (`mtpd.distributed`), the LR is scaled linearly from the config's base batch to
     the total batch, and the first process writes the same student-only checkpoint as a single
     process would.
@@ -79,6 +82,7 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
 
         checkpoint_minutes = default("compute.checkpoint_minutes")
     configure_training(cfg, checkpoint_minutes)
+    precision = configure_precision(cfg, precision)
     distributed.configure_runner(cfg)
 
     runner = Runner.from_cfg(cfg)
@@ -100,7 +104,7 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
             "config": str(model_config), "dataset": str(dataset), "split": split,
             "stage_epochs": stage_epochs,
             "total_epochs": stage_epochs + init_meta.get("total_epochs", 0),
-            "seed": seed, "processes": distributed.world_size(),
+            "seed": seed, "processes": distributed.world_size(), "precision": precision,
             "total_batch": distributed.world_size() * cfg.train_dataloader["batch_size"],
             "lr": runner.optim_wrapper.param_groups[0].get(
                 "initial_lr", runner.optim_wrapper.param_groups[0]["lr"]),

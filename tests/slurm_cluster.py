@@ -10,6 +10,13 @@ private munge socket (so a system munged or slurmctld that a package started sta
 way), waits until the node is idle and exports SLURM_CONF. `stop()` cancels what is left and
 stops the three daemons by their PID files, SIGTERM first.
 
+The node has GPUs (`GPUS` of model `GPU_MODEL`): GRES backed by character devices the harness
+makes in its directory (mknod with /dev/null's 1:3; SLURM gives a job its device list only for
+device files), listed in a gres.conf beside slurm.conf, so SLURM sets CUDA_VISIBLE_DEVICES in
+each job step as on a GPU node; torch sees no CUDA here, so the jobs' processes use gloo. The
+node claims `CPUS_PER_GPU` CPUs per GPU (`SlurmdParameters=config_overrides` when that is more
+than this machine has), so a job can ask for every GPU.
+
 One file has to go to /etc: the executor plugin's job step (snakemake-executor-plugin-slurm-
 jobstep 0.6) removes every SLURM_* variable but the job's identity, SLURM_CONF included, from
 the environment of the `srun` it runs inside each job, so that `srun` reads the default
@@ -29,6 +36,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -45,6 +53,9 @@ SYSTEM_PATH = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 HOSTS_MARK = "# mtpd tests: SLURM needs the short hostname"
 ETC_CONF = Path("/etc/slurm/slurm.conf")
 CONF_MARK = "# written by tests/slurm_cluster.py"
+GPU_MODEL = "testgpu"      # the tests' compute.gpu_model: jobs ask for --gpus=testgpu:N
+GPUS = 4
+CPUS_PER_GPU = 1           # the tests' compute.*.cpus_per_gpu
 # job states after which nothing runs any more (squeue --states=all shows them for MinJobAge)
 FINISHED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
             "BOOT_FAIL", "DEADLINE", "OUT_OF_MEMORY", "SPECIAL_EXIT"}
@@ -111,20 +122,37 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def node_line(slurmd: str) -> tuple[str, str]:
-    """This host's name and SLURM node definition from `slurmd -C`, with RealMemory at about
-    90% of MemTotal (the whole of it marks the node invalid) and the address 127.0.0.1."""
+def node_line(slurmd: str) -> tuple[str, str, bool]:
+    """This host's name, its SLURM node definition from `slurmd -C` (RealMemory at about 90%
+    of MemTotal, since the whole of it marks the node invalid; the address 127.0.0.1; the
+    GPUs) and whether it claims more CPUs than the machine has (`CPUS_PER_GPU` per GPU)."""
     out = subprocess.run([slurmd, "-C"], capture_output=True, text=True, check=True,
                          timeout=60).stdout
     fields = dict(kv.split("=", 1) for kv in out.splitlines()[0].split())
     mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                   if line.startswith("MemTotal:"))
     fields["RealMemory"] = str(int(mem_kb / 1024 * 0.9))
+    more_cpus = GPUS * CPUS_PER_GPU > int(fields["CPUs"])
+    if more_cpus:  # one socket of single-thread cores
+        fields.update(CPUs=str(GPUS * CPUS_PER_GPU), Boards="1", SocketsPerBoard="1",
+                      CoresPerSocket=str(GPUS * CPUS_PER_GPU), ThreadsPerCore="1")
     name = fields.pop("NodeName")
     keys = ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore",
             "RealMemory")
     rest = " ".join(f"{k}={fields[k]}" for k in keys if k in fields)
-    return name, f"NodeName={name} NodeAddr=127.0.0.1 {rest} State=UNKNOWN"
+    return name, (f"NodeName={name} NodeAddr=127.0.0.1 {rest} Gres=gpu:{GPU_MODEL}:{GPUS} "
+                  "State=UNKNOWN"), more_cpus
+
+
+def make_gpu_files(root: Path) -> str:
+    """The GPUs' device files (character devices 1:3, what /dev/null is) and the gres.conf
+    that lists them, beside slurm.conf; returns its text."""
+    (root / "gpus").mkdir(mode=0o755)
+    for i in range(GPUS):
+        os.mknod(root / "gpus" / f"fakegpu{i}", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    text = f"Name=gpu Type={GPU_MODEL} File={root}/gpus/fakegpu[0-{GPUS - 1}]\n"
+    (root / "gres.conf").write_text(text)
+    return text
 
 
 def ensure_resolves(host: str) -> bool:
@@ -181,7 +209,8 @@ KillWait=30
 ReturnToService=2
 # a requeued job appends to its log: both runs stay visible
 JobFileAppend=1
-{node}
+GresTypes=gpu
+{overrides}{node}
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
 
@@ -349,7 +378,7 @@ def start() -> SlurmCluster:
     root.chmod(0o755)
     for sub in ("munge", "state", "spool", "log", "run"):
         (root / sub).mkdir(mode=0o755)
-    host, node = node_line(which("slurmd") or "slurmd")
+    host, node, more_cpus = node_line(which("slurmd") or "slurmd")
     cluster = SlurmCluster(root=root, conf=root / "slurm.conf", host=host,
                            install_seconds=installed,
                            previous_conf=os.environ.get("SLURM_CONF"))
@@ -364,8 +393,12 @@ def start() -> SlurmCluster:
         key.chmod(0o600)  # munged wants the key owned by its user (root here), mode 0600
         munge_socket = root / "munge" / "munge.socket"
         ctld_port, slurmd_port = free_ports(2)
+        make_gpu_files(root)
+        overrides = ("# the node claims more CPUs than this machine has (CPUS_PER_GPU per GPU)\n"
+                     "SlurmdParameters=config_overrides\n" if more_cpus else "")
         text = SLURM_CONF.format(host=host, root=root, ctld_port=ctld_port,
-                                 slurmd_port=slurmd_port, munge_socket=munge_socket, node=node)
+                                 slurmd_port=slurmd_port, munge_socket=munge_socket, node=node,
+                                 overrides=overrides)
         cluster.conf.write_text(text)
         write_etc_conf(text)
         env = cluster.env()
@@ -390,5 +423,6 @@ def start() -> SlurmCluster:
     total = time.monotonic() - t0
     print(f"\n[slurm] set-up {total:.1f} s: install {installed:.1f} s "
           f"({'ran apt-get' if installed else 'already installed'}), config + start "
-          f"{cluster.start_seconds:.1f} s; node {host}, SLURM_CONF={cluster.conf}")
+          f"{cluster.start_seconds:.1f} s; node {host} with {GPUS} GPUs ({GPU_MODEL}), "
+          f"SLURM_CONF={cluster.conf}")
     return cluster

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -54,15 +55,21 @@ def test_two_process_distillation_stage_and_evaluation(tmp_path, shapes_data):
     image = next(manifest.split("val").img_dir.glob("*.png"))
     assert inference_detector(model, str(image)).pred_instances.bboxes.shape[1] == 4
 
+    # one CPU process, and a job given 2 GPUs on a machine of its own (mtpd.devices claims
+    # them from MTPD_GPUS; on this CPU machine the 2 processes use gloo)
+    env = {**os.environ, "MTPD_GPUS": "0,1", "MTPD_GPU_LOCKS": str(tmp_path / "locks")}
+    env.pop("SLURM_JOB_ID", None)
     metrics = {}
-    for nproc in ("1", "2"):
-        path = tmp_path / f"metrics_{nproc}.json"
+    for flag, n in (("--nproc", "1"), ("--gpus", "2")):
+        path = tmp_path / f"metrics_{n}.json"
         r = subprocess.run([sys.executable, "-m", "mtpd", "evaluate", "--config", STUDENT,
                             "--checkpoint", str(out), "--dataset", str(shapes_data),
                             "--split", "val", "--out", str(path), "--num-workers", "0",
-                            "--nproc", nproc], capture_output=True, text=True, timeout=600)
+                            flag, n], capture_output=True, text=True, timeout=600, env=env)
         assert r.returncode == 0, r.stderr[-4000:]
-        metrics[nproc] = json.loads(path.read_text())
+        metrics[n] = json.loads(path.read_text())
+    assert ("devices: CUDA_VISIBLE_DEVICES=0,1 (claimed from MTPD_GPUS=0,1, locks in "
+            f"{tmp_path / 'locks'}) -> 2 processes (gloo)") in r.stderr
     one, two = metrics["1"], metrics["2"]
     assert set(one) == set(two) and two["processes"] == 2
     for key in ("AP", "AP50", "AP75", "num_detections"):

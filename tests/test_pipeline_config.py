@@ -42,7 +42,8 @@ def test_defaults_come_from_the_schema_and_are_filled_in():
     assert c["distill"]["teacher_scale"] == "auto" and c["distill"]["min_positions"] == 16
     assert c["distill"]["loss"] == {"type": "FeatureMSELoss", "loss_weight": None}
     assert c["teachers"]["t1"]["seed"] == 0 and c["teachers"]["t2"]["checkpoint"]["sha256"] is None
-    assert c["train"] == {"seeds": [0], "batch_size": None, "num_workers": None}
+    assert c["train"] == {"seeds": [0], "batch_size": None, "num_workers": None,
+                          "precision": "fp32"}
     # the null defaults that depend on other keys
     assert c["bgs"]["pool"] == ["t1", "t2"] and c["distill"]["direct"] == ["t1", "t2"]
     assert c["bgs"]["proxy_epochs"] == 2  # a quarter of student.epochs

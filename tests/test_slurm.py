@@ -1,10 +1,12 @@
 """mtpd through a real single-node SLURM (tests/slurm_cluster.py): `--profile slurm` as a user
-types it, every non-local job submitted with sbatch and run by slurmd.
+types it, every non-local job submitted with sbatch and run by slurmd on a node with GPUs.
 
 Why: the profile, the rules' resources and the resumable training only prove themselves on a
-real scheduler: jobs must find `mtpd` through the interpreter that runs Snakemake, give the
-same numbers as a local run, survive a requeue by resuming from their checkpoint, and a
-forced re-run must submit only the stages that depend on the forced one.
+real scheduler: jobs must find `mtpd` through the interpreter that runs Snakemake, get the GPUs
+they ask for and run one process per GPU they see, give the same numbers as a local run,
+survive a requeue by resuming from their checkpoint, and a forced re-run must submit only the
+stages that depend on the forced one. The node's GPUs are GRES without CUDA (torch sees none),
+so a job's processes use gloo on the CPU, as on a GPU node they would use NCCL.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import torch
 import yaml
 
 from conftest import user_env, workdir
-from slurm_cluster import SlurmCluster
+from slurm_cluster import CPUS_PER_GPU, GPU_MODEL, SlurmCluster
 from slurm_cluster import start as start_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -34,8 +36,12 @@ T = TypeVar("T")
 # checked every second instead of the plugin's 40 s first wait
 FAST = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
         "--seconds-between-status-checks", "1", "--slurm-no-account"]
-# the rules ask SLURM for cpus_per_task instead of GPUs when gpus is 0; 1 CPU fits 2 jobs on
-# this 2-core node, as `--cores 2` runs 2 jobs locally
+# one GPU of the test node's model per training and evaluation job, 1 CPU per GPU: a job sees
+# one device and runs one process, so its numbers equal a local run's
+ON_GPUS = {"compute": {"gpu_model": GPU_MODEL, **{
+    kind: {"gpus": 1, "cpus_per_gpu": CPUS_PER_GPU, "mem_mb": 2000}
+    for kind in ("train", "evaluate")}}}
+# the CPU-only case: the rules ask SLURM for cpus_per_task instead of GPUs when gpus is 0
 CPU_ONLY = {"compute": {kind: {"gpus": 0, "cpus_per_gpu": 1, "mem_mb": 2000}
                         for kind in ("train", "evaluate")}}
 TINY_TIMEOUT = 2700        # seconds, the whole tiny DAG (local --cores 2: about 4 minutes)
@@ -60,15 +66,15 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 
 
 # --- running Snakemake through SLURM ----------------------------------------------------------
-def slurm_workdir(tmp: Path, *extra: dict) -> tuple[Path, list[str]]:
+def slurm_workdir(tmp: Path, compute: dict, *extra: dict) -> tuple[Path, list[str]]:
     """A work directory where `--profile slurm` resolves as in the repository root (./slurm),
-    with the CPU-only compute file and any extra config files; returns it and the
+    with a compute file (ON_GPUS or CPU_ONLY) and any extra config files; returns it and the
     `--configfile` arguments."""
     wd = workdir(tmp)
     (wd / "slurm").symlink_to("workflow/profiles/slurm")
     files = ["config/tiny.yaml"]
-    for i, cfg in enumerate([CPU_ONLY, *extra]):
-        name = "cpu.yaml" if i == 0 else f"extra{i}.yaml"
+    for i, cfg in enumerate([compute, *extra]):
+        name = "compute.yaml" if i == 0 else f"extra{i}.yaml"
         (wd / name).write_text(yaml.safe_dump(cfg))
         files.append(name)
     return wd, ["--configfile", *files]
@@ -159,6 +165,39 @@ def slurm_logs(wd: Path) -> dict[str, tuple[str, Path]]:
     return logs
 
 
+def job_devices(wd: Path, logs: dict[str, tuple[str, Path]]) -> dict[str, tuple[int, list[str]]]:
+    """What each SLURM job that asked for GPUs saw, from the job itself: {job id: (the `gpu`
+    resource in its header in SLURM's log, the `devices:` lines mtpd wrote to the job's own
+    log)}."""
+    seen = {}
+    for job_id, (_, log) in logs.items():
+        text = log.read_text()
+        asked = re.search(r"^    resources: .*\bgpu=(\d+)", text, re.M)
+        if asked:
+            own = wd / re.search(r"^    log: (\S+)", text, re.M).group(1)
+            lines = re.findall(r"mtpd\.devices INFO (devices: .*)", own.read_text())
+            seen[job_id] = (int(asked.group(1)), lines)
+    return seen
+
+
+def device_line(job_id: str, gpus: int) -> str:
+    """The pattern of the `devices:` line of SLURM job `job_id`, one task given `gpus` GPUs
+    (gloo between its processes: torch sees no CUDA on the test node)."""
+    devices = ",".join([r"\d+"] * gpus)
+    runs = "1 process \\(cpu\\)" if gpus == 1 else f"{gpus} processes \\(gloo\\)"
+    return (rf"devices: CUDA_VISIBLE_DEVICES=({devices}) \(SLURM job {job_id}, task 0 of 1\) "
+            rf"-> {runs}")
+
+
+def sbatch_calls(output: str) -> dict[str, list[str]]:
+    """{rule: the plugin's sbatch calls for its jobs}, from Snakemake's --verbose output."""
+    calls: dict[str, list[str]] = {}
+    for call in re.findall(r"sbatch call: (sbatch .*)", output):
+        rule = re.search(r"--comment '?rule_([a-z_]+?)(?:_wildcards_|'|\s)", call).group(1)
+        calls.setdefault(rule, []).append(call)
+    return calls
+
+
 def records(cluster: SlurmCluster, wd: Path) -> list[dict[str, str]]:
     """SLURM's own records (jobcomp) of the jobs that ran from this work directory."""
     return [r for r in cluster.job_records() if r.get("WorkDir") == str(wd)]
@@ -189,7 +228,7 @@ def snakemake_log_seconds(wd: Path) -> float | None:
 @pytest.fixture(scope="module")
 def slurm_tiny(slurm_cluster: SlurmCluster, tmp_path_factory) -> dict:
     """The whole tiny DAG run once through SLURM (shared by the tests below)."""
-    wd, configfiles = slurm_workdir(tmp_path_factory.mktemp("slurm_tiny"))
+    wd, configfiles = slurm_workdir(tmp_path_factory.mktemp("slurm_tiny"), ON_GPUS)
     rc, out, seconds = run_snakemake(wd, configfiles, timeout=TINY_TIMEOUT, log="tiny.log")
     assert rc == 0, out[-6000:] + "\n" + slurm_cluster.logs()
     print(f"\n[slurm] tiny DAG through SLURM: {seconds:.0f} s")
@@ -197,7 +236,8 @@ def slurm_tiny(slurm_cluster: SlurmCluster, tmp_path_factory) -> dict:
 
 
 def test_tiny_dag_through_slurm_matches_local_run(slurm_cluster, slurm_tiny, tiny_run):
-    """Every non-local job ran as its own SLURM job, and the numbers equal a local run's."""
+    """Every non-local job ran as its own SLURM job, each training and evaluation job saw the
+    one GPU it asked for and ran one process, and the numbers equal a local run's."""
     wd, out = slurm_tiny["wd"], slurm_tiny["output"]
     local = local_rules(wd)
     remote, ran_locally = executed(out)
@@ -223,6 +263,12 @@ def test_tiny_dag_through_slurm_matches_local_run(slurm_cluster, slurm_tiny, tin
         assert f"rule {rule}:" in text and "--executor slurm-jobstep" in text, log
         assert recs[job_id]["JobState"] == "COMPLETED", recs[job_id]
         assert recs[job_id]["ExitCode"] == "0:0", recs[job_id]
+    devices = job_devices(wd, logs)
+    assert {logs[j][0] for j in devices} >= {"train_teacher", "distill_stage", "evaluate_student"}
+    for job_id, (gpus, lines) in devices.items():
+        assert gpus == 1 and len(lines) == 1, (logs[job_id], lines)
+        assert re.fullmatch(device_line(job_id, 1), lines[0]), lines[0]
+    print(f"\n[slurm] {len(devices)} GPU jobs, each saw 1 GPU, e.g. {lines[0]}")
     local_seconds = snakemake_log_seconds(tiny_run)
     print(f"\n[slurm] {len(recs)} SLURM jobs ({dict(remote)}); "
           f"{sum(ran_locally.values())} local jobs ({dict(ran_locally)})")
@@ -247,14 +293,18 @@ def test_tiny_dag_through_slurm_matches_local_run(slurm_cluster, slurm_tiny, tin
 def test_forcing_one_stage_on_slurm_reruns_only_its_descendants(slurm_cluster, slurm_tiny):
     """`--forcerun` of the chain's first stage submits that stage, the stages after it and
     what reads them (their evaluations, and whatever else the config derives from the MTPD
-    model), and nothing upstream or beside; the tables are rebuilt locally."""
+    model), and nothing upstream or beside; the tables are rebuilt locally. With
+    `--set-resources distill_stage:gpu=2 evaluate_student:gpu=2` (README) those stages and
+    evaluations are submitted with `--gpus=testgpu:2`, each is one SLURM task that sees 2
+    devices and runs 2 processes."""
     wd, configfiles = slurm_tiny["wd"], slurm_tiny["configfiles"]
     order = json.loads((wd / "results/tiny/seed0/bgs/result.json").read_text())["order"]
     first = f"results/tiny/seed0/progressive/{order[0]}/model.pth"
     logs_before = set(slurm_logs(wd))
     records_before = {r["JobId"] for r in records(slurm_cluster, wd)}
-    rc, out, seconds = run_snakemake(wd, configfiles, "--forcerun", first,
-                                     timeout=TINY_TIMEOUT, log="forcerun.log")
+    rc, out, seconds = run_snakemake(wd, configfiles, "--forcerun", first, "--set-resources",
+                                     "distill_stage:gpu=2", "evaluate_student:gpu=2",
+                                     "--verbose", timeout=TINY_TIMEOUT, log="forcerun.log")
     assert rc == 0, out[-6000:]
     remote, ran_locally = executed(out)
     # BGS's checkpoints are done, so the first Job stats is the whole plan, and it ran
@@ -275,6 +325,29 @@ def test_forcing_one_stage_on_slurm_reruns_only_its_descendants(slurm_cluster, s
     stages = {log.parent.name for rule, log in new_logs.values() if rule == "distill_stage"}
     chain = ["_".join(["0", "progressive", *order[: i + 1]]) for i in range(len(order))]
     assert stages == set(chain), (stages, chain)
+
+    # the GPUs asked for on the command line: the plugin's sbatch calls, what each job saw
+    # (its own log), how many processes ran (the stage's checkpoint, the metrics)
+    calls = sbatch_calls(out)
+    for rule in ("distill_stage", "evaluate_student"):
+        assert len(calls[rule]) == remote[rule], calls
+        assert all(f" --gpus={GPU_MODEL}:2" in c and " --cpus-per-gpu=1" in c
+                   and "--ntasks" not in c for c in calls[rule]), calls[rule]
+    devices = job_devices(wd, new_logs)
+    overridden = {"distill_stage", "evaluate_student"}
+    assert overridden <= {new_logs[j][0] for j in devices}
+    for job_id, (gpus, lines) in devices.items():
+        want = 2 if new_logs[job_id][0] in overridden else 1  # e.g. stream_model: 1
+        assert gpus == want and len(lines) == 1, (new_logs[job_id], lines)
+        assert re.fullmatch(device_line(job_id, want), lines[0]), lines[0]
+    for prefix in (order[: i + 1] for i in range(len(order))):
+        stage = wd / "results/tiny/seed0/progressive" / "/".join(prefix)
+        meta = torch.load(stage / "model.pth", weights_only=True)["meta"]["mtpd"]
+        assert meta["processes"] == 2, meta
+        assert json.loads((stage / "metrics_val.json").read_text())["processes"] == 2
+    stage_job = next(j for j in devices if new_logs[j][0] == "distill_stage")
+    print(f"\n[slurm] 2-GPU stages submitted as: {calls['distill_stage'][0]}")
+    print(f"[slurm] job {stage_job} logged: {devices[stage_job][1][0]}")
     print(f"\n[slurm] forced re-run of {first}: {len(new_records)} SLURM jobs "
           f"({dict(remote)}), local {dict(ran_locally)}, {seconds:.0f} s")
 
@@ -331,7 +404,7 @@ def test_requeued_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp_pa
     """`scontrol requeue` (what preemption does) SIGTERMs a training job in epoch 2; SLURM runs
     it again under the same job id, it resumes mid-epoch from its checkpoint, Snakemake
     finishes, and the weights equal an uninterrupted run of the same command."""
-    wd, configfiles = slurm_workdir(tmp_path, {"compute": {"checkpoint_minutes": 0.002}})
+    wd, configfiles = slurm_workdir(tmp_path, CPU_ONLY, {"compute": {"checkpoint_minutes": 0.002}})
     target = f"{E6}/model.pth"
     log = wd / "requeue.log"
     cmd = snakemake_cmd(configfiles, target, timeout=TARGET_TIMEOUT)
@@ -388,6 +461,9 @@ def test_requeued_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp_pa
     assert resumed and int(resumed.group(1)) >= 2, train_log[-3000:]
     ckpt = torch.load(wd / target, weights_only=True)
     assert ckpt["meta"]["mtpd"]["resumed"] is True
+    # the CPU-only case: no GPU asked for, none visible, one process
+    assert "devices: CUDA_VISIBLE_DEVICES= (--gpus 0, so on the CPU) -> 1 process (cpu)" in (
+        train_log), train_log[:3000]
 
     # the same command, never interrupted, run here as Snakemake runs a job's shell command
     # (with the rule's threads, 1, in OMP_NUM_THREADS & co.; 2 threads sum in another order)

@@ -134,7 +134,17 @@ class ProgressiveDistiller(BaseModel):
 
     def distill_loss(self, inputs: torch.Tensor, s_feats: list[torch.Tensor],
                      t_feats: list[torch.Tensor], data_samples: list) -> torch.Tensor:
-        """Sum over the distilled student levels of loss(adapter(student), aligned teacher)."""
+        """Sum over the distilled student levels of loss(adapter(student), aligned teacher).
+
+        Always in fp32, autocast off: under mixed precision (`mtpd.precision`) the features come
+        in fp16/bf16, and the adapters' and losses' fp32 parameters must not meet them raw.
+        """
+        with torch.autocast(inputs.device.type, enabled=False):
+            return self._distill_loss(inputs, [f.float() for f in s_feats],
+                                      [f.float() for f in t_feats], data_samples)
+
+    def _distill_loss(self, inputs: torch.Tensor, s_feats: list[torch.Tensor],
+                      t_feats: list[torch.Tensor], data_samples: list) -> torch.Tensor:
         # Both cover the same image, so strides in student pixels are input height / map height.
         h_in = inputs.shape[-2]
         match = match_levels([h_in / f.shape[-2] for f in s_feats],

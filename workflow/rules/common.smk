@@ -1,5 +1,5 @@
 # The completed config, the results layout and every helper the rules use (`get_*`).
-# Defaults live in workflow/schemas/config.schema.yaml; paths in mtpd/layout.py.
+# Defaults live in mtpd/schemas/config.schema.yaml; paths in mtpd/layout.py.
 import json
 import os
 import shlex
@@ -10,6 +10,7 @@ from mtpd.bgs import exhaustive_chains, round_chains
 from mtpd.data.argoverse import scale_to_size
 from mtpd.data.carve import carve_settings
 from mtpd.errors import PipelineConfigError
+from mtpd.preflight import config_key
 from mtpd.layout import (
     CHAIN,
     NAME,
@@ -209,7 +210,9 @@ if conflicts:
 
 def get_resources(kind):
     """What a training or evaluation job asks its executor for (SLURM: the plugin's resource
-    names). `gpu` is always set, 0 included: the job runs max(1, gpu) processes."""
+    names; locally, what `--resources gpu=G` counts). `gpu` is always set, 0 included: the
+    rules pass it as `--gpus`, and the job runs one process per device it is given
+    (mtpd/devices.py), on the CPU when none."""
     compute = config["compute"]
     job = compute[kind]
     resources = {"gpu": job["gpus"], "mem_mb": job["mem_mb"], "runtime": job["runtime"]}
@@ -253,6 +256,26 @@ def get_json_arg(value):
     return shlex.quote(json.dumps(value, sort_keys=True))
 
 
+# --- the preflight: every model checked before the first training job --------------------
+def get_preflight_report():
+    """The preflight report of this version of the config (a new config is checked anew)."""
+    return LAYOUT.preflight_report(config_key(config))
+
+
+def get_preflight(output):
+    """An input function that holds a training job (output template `output`) until the
+    preflight checkpoint has passed, and adds no input file: a model made before, or a
+    teacher shared with another experiment, is not re-run for it. A job whose output exists
+    (re-run for another reason) does not wait."""
+
+    def wait(wildcards):
+        if not os.path.exists(output.format(**dict(wildcards.items()))):
+            checkpoints.preflight.get()
+        return []
+
+    return wait
+
+
 # --- training commands ------------------------------------------------------------------------
 def get_start_flag(wildcards, input):
     """Where a training job starts: the previous stage's student, or a pretrained backbone."""
@@ -273,23 +296,23 @@ def get_input_size_flag():
 
 def get_train_options(wildcards):
     """The student's data loading settings (teachers keep their model config's batch size;
-    every student run, direct distillation included, has a seed wildcard)."""
+    every student run, direct distillation included, has a seed wildcard), and every training
+    job's precision."""
     options = [get_input_size_flag()]
     for key in ("batch_size", "num_workers"):
         value = config["train"][key]
         if value is not None and (key == "num_workers" or "seed" in wildcards.keys()):
             options.append(f"--{key.replace('_', '-')} {value}")
+    if config["train"]["precision"] != "fp32":  # fp32 jobs keep their command lines
+        options.append(f"--precision {config['train']['precision']}")
     return " ".join(o for o in options if o)
 
 
 def get_distill_flag(teacher):
     """`--distill` for a stage with `teacher`: the teacher plus the config's stage settings."""
-    settings = {
-        "teacher_config": TEACHERS[teacher]["config"],
-        "teacher_checkpoint": LAYOUT.teacher_model(teacher),
-        "teacher_classes": TEACHERS[teacher]["classes"],
-        **{k: DISTILL[k] for k in pipeline_config.DISTILL_STAGE_SETTINGS},
-    }
+    settings = pipeline_config.distill_settings(
+        config, teacher, LAYOUT.teacher_model(teacher)
+    )
     return f"--distill {get_json_arg(settings)}"
 
 

@@ -127,6 +127,7 @@ rule pretrain_backbone:
     input:
         data=get_dataset_manifest(),
         spec=LAYOUT.pretrained_spec("{backbone}"),
+        preflight=get_preflight(LAYOUT.pretrained_backbone("{backbone}")),
     output:
         backbone=LAYOUT.pretrained_backbone("{backbone}"),
     log:
@@ -138,4 +139,5 @@ rule pretrain_backbone:
     shell:
         "mtpd pretrain --config {params.spec[config]:q} --dataset {input.data:q} "
         "--out {output.backbone:q} --epochs {params.spec[epochs]} "
-        "--crop-size {params.spec[crop_size]} --seed {params.spec[seed]} > {log:q} 2>&1"
+        "--crop-size {params.spec[crop_size]} --seed {params.spec[seed]} "
+        "--gpus {resources.gpu} > {log:q} 2>&1"

@@ -10,6 +10,7 @@ use rule train_teacher as train_baseline with:
     input:
         data=get_dataset_manifest(),
         backbone=get_pretrained(STUDENT),
+        preflight=get_preflight(LAYOUT.baseline_model("{seed}", "{epochs}")),
     output:
         model=LAYOUT.baseline_model("{seed}", "{epochs}"),
     log:
@@ -25,6 +26,7 @@ use rule train_teacher as distill_stage with:
         unpack(get_stage_init),
         data=get_dataset_manifest(),
         teacher=lambda w: LAYOUT.teacher_model(get_stage_teacher(w)),
+        preflight=get_preflight(LAYOUT.stage_model("{seed}", "{schedule}", "{chain}")),
     output:
         model=LAYOUT.stage_model("{seed}", "{schedule}", "{chain}"),
     log:
@@ -42,6 +44,7 @@ use rule train_teacher as distill_direct with:
         data=get_dataset_manifest(),
         teacher=lambda w: LAYOUT.teacher_model(w.teacher),
         backbone=get_pretrained(STUDENT),
+        preflight=get_preflight(LAYOUT.direct_model("{seed}", "{teacher}", "{epochs}")),
     output:
         model=LAYOUT.direct_model("{seed}", "{teacher}", "{epochs}"),
     log:

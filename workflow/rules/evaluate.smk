@@ -20,7 +20,7 @@ rule evaluate_teacher:
     shell:
         "mtpd evaluate --config {params.config:q} --checkpoint {input.model:q} "
         "--dataset {input.data:q} --split {wildcards.split} --out {output.metrics:q} "
-        "--nproc {resources.gpu} --backend {params.backend} {params.input_size} "
+        "--gpus {resources.gpu} --backend {params.backend} {params.input_size} "
         "--model-classes {params.classes} {params.check} > {log:q} 2>&1"
 
 

@@ -33,4 +33,5 @@ rule stream_model:
         "--dataset {input.data:q} --split {params.split} --scale {wildcards.scale} "
         "--latency {params.latency:q} --perf-factor {params.perf_factor} --fps {params.fps} "
         "--seed {params.seed} --name {params.settings[name]:q} "
-        "--model-classes {params.settings[classes]} --out {output.record:q} > {log:q} 2>&1"
+        "--model-classes {params.settings[classes]} --out {output.record:q} "
+        "--gpus {resources.gpu} > {log:q} 2>&1"

@@ -20,6 +20,7 @@ rule train_teacher:
         data=get_dataset_manifest(),
         spec=LAYOUT.teacher_spec("{teacher}"),
         backbone=get_teacher_backbone,
+        preflight=get_preflight(LAYOUT.teacher_model("{teacher}")),
     output:
         model=LAYOUT.teacher_model("{teacher}"),
     log:
@@ -39,7 +40,7 @@ rule train_teacher:
     shell:
         "mtpd train --config {params.config:q} --dataset {input.data:q} "
         "--out {output.model:q} --epochs {params.epochs} --seed {params.seed} {params.start} "
-        "{params.distill} {params.options} --nproc {resources.gpu} "
+        "{params.distill} {params.options} --gpus {resources.gpu} "
         "--checkpoint-minutes {params.checkpoint_minutes} > {log:q} 2>&1"
 
 
