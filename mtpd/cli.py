@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mtpd.errors import MtpdError
+from mtpd.errors import MtpdError, one_line
 
 
 def _json_arg(text: str) -> dict:
@@ -534,13 +534,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mtpd {where}: error: {one_line(e)}", file=sys.stderr)
         return 2 if isinstance(e, (MtpdError, OSError)) else 1
     return 0
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as the one line a user reads."""
-    if isinstance(e, MtpdError):  # a multi-line list of problems becomes one line
-        return "; ".join(line.strip(" -") for line in str(e).splitlines() if line.strip())
-    if isinstance(e, OSError) and e.filename:
-        return f"{e.filename}: {e.strerror or e}"
-    text = " ".join(str(e).split()) or "(no message)"
-    return f"{type(e).__name__}: {text} (re-run with --debug for the traceback)"

@@ -49,3 +49,13 @@ class PreflightError(MtpdError):
 
 class DeviceError(MtpdError):
     """A job can never get the GPUs it asked for; the message says what it sees and the fix."""
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as the one line a user reads (every entry point's error line)."""
+    if isinstance(e, MtpdError):  # a multi-line list of problems becomes one line
+        return "; ".join(line.strip(" -") for line in str(e).splitlines() if line.strip())
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.filename}: {e.strerror or e}"
+    text = " ".join(str(e).split()) or "(no message)"
+    return f"{type(e).__name__}: {text} (re-run with --debug for the traceback)"

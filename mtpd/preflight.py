@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtpd.errors import MtpdError, PreflightError
+from mtpd.errors import MtpdError, PreflightError, one_line
 from mtpd.io import atomic_write_json
 
 VERSION = 1  # bump when a check changes: cached results of older checks are then ignored
@@ -89,8 +89,6 @@ def _classes_only(manifest: Any) -> Any:
 
 
 def _message(e: BaseException) -> str:
-    from mtpd.cli import one_line
-
     return one_line(e).removesuffix(" (re-run with --debug for the traceback)")
 
 
