@@ -210,21 +210,59 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         print(json.dumps({k: rec[k] for k in rec if "AP" in k}))
 
 
+def cmd_export(a: argparse.Namespace) -> None:
+    from mtpd.export import export_onnx, record_path
+
+    rec = export_onnx(a.config, a.checkpoint, a.dataset, a.split, a.out,
+                      parity_images=a.parity_images, input_size=a.input_size)
+    p = rec["parity"]
+    print(f"wrote {a.out} and {record_path(a.out)}: box AP {p['AP_onnx']} (PyTorch "
+          f"{p['AP_pytorch']}), detections within {p['max_abs_diff_box_px']:.2g} px on "
+          f"{p['images']} images, exported in {rec['export_seconds']:.1f} s")
+
+
 def cmd_stream(a: argparse.Namespace) -> None:
     _devices(a, parallel=False)
     from mtpd.data.argoverse import COCO_CLASSES, class_mapping
     from mtpd.data.manifest import DatasetManifest
     from mtpd.streaming import parse_latency, run_streaming
 
-    latency, latency_device = parse_latency(str(_default("streaming.latency", a.latency)))
+    latency_text = str(_default("streaming.latency", a.latency))
+    if a.network:  # the network's shared timing (mtpd.cost), the same for all its checkpoints
+        from mtpd.cost import stream_runtimes
+
+        latency, latency_device = stream_runtimes(latency_text, a.network, a.scale)
+    else:
+        latency, latency_device = parse_latency(latency_text)
     class_map = (class_mapping(COCO_CLASSES, DatasetManifest.load(a.dataset).classes)
                  if a.model_classes == "coco" else None)
     rec = run_streaming(a.config, a.checkpoint, a.dataset, _default("streaming.split", a.split),
                         a.out, scale=a.scale, latency=latency,
                         perf_factor=_default("streaming.perf_factor", a.perf_factor),
                         seed=a.seed, class_map=class_map, fps=_default("streaming.fps", a.fps),
-                        name=a.name, latency_device=latency_device)
+                        name=a.name, latency_device=latency_device,
+                        latency_network=a.network)
     print(f"sAP {rec['sAP']} (offline AP {rec['AP']}) at scale {a.scale} on {rec['device']}")
+
+
+def cmd_cost(a: argparse.Namespace) -> None:
+    _devices(a, parallel=False)
+    from mtpd.cost import Network, measure, plan_inputs
+
+    try:
+        networks = [Network(**{**n, "members": tuple(n.get("members", ()))})
+                    for n in a.networks["networks"]]
+    except (KeyError, TypeError) as e:
+        raise MtpdError(f"--networks needs {{\"networks\": [{{\"name\", \"config\", "
+                        f"\"checkpoint\", ...}}]}} ({e})") from None
+    inputs = plan_inputs(a.dataset, a.split, a.stream_dataset, a.stream_split, a.scales or ())
+    rec = measure(networks, inputs, a.out, rounds=_default("evaluation.cost.rounds", a.rounds),
+                  images=_default("evaluation.cost.images", a.images),
+                  warmup=_default("evaluation.cost.warmup", a.warmup), input_size=a.input_size)
+    for name, net in rec["networks"].items():
+        ev = net["inputs"]["eval"]
+        print(f"{name}: {net['params_M']} M parameters, {ev['gflops']} GFLOPs, "
+              f"{ev['latency_ms']['median']} ms median on {rec['device']}")
 
 
 def cmd_tables(a: argparse.Namespace) -> None:
@@ -464,6 +502,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ap-tolerance", type=float, help="points below the expected AP allowed")
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("export", help="export a single-stage detector to ONNX, checked "
+                                      "against PyTorch on a split (mtpd.export)")
+    s.add_argument("--config", required=True)
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--dataset", required=True, help="dataset manifest (dataset.json)")
+    s.add_argument("--split", required=True, help="traced on and checked against")
+    s.add_argument("--out", required=True, help="the ONNX file; its record: OUT.json")
+    s.add_argument("--parity-images", type=int, default=4,
+                   help="images whose raw outputs and detections are compared (AP: all)")
+    s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
+    s.set_defaults(func=cmd_export)
+
     _bgs_parsers(sub)
 
     s = sub.add_parser("stream", help="streaming AP of a checkpoint on video sequences at one "
@@ -482,8 +532,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, required=True, help="seeds the runtimes drawn")
     s.add_argument("--name", help="the model's name in streaming tables")
     s.add_argument("--model-classes", choices=["dataset", "coco"], default="dataset")
+    s.add_argument("--network", help="simulate with this network's shared timing: --latency "
+                                     "is then a cost record (mtpd cost)")
     _gpu_arguments(s)
     s.set_defaults(func=cmd_stream)
+
+    s = sub.add_parser("cost", help="parameters, GFLOPs and one latency per network, timed "
+                                    "together (interleaved) on this device")
+    s.add_argument("--networks", type=_json_arg, required=True,
+                   help='{"networks": [{"name", "config", "checkpoint", "classes", '
+                        '"members"}]}, inline or @file')
+    s.add_argument("--dataset", required=True, help="manifest of the evaluation data")
+    s.add_argument("--split", required=True, help="the evaluation split")
+    s.add_argument("--input-size", type=_size, help="the evaluation's input size, WxH")
+    s.add_argument("--stream-dataset", help="manifest of the sequences (streaming)")
+    s.add_argument("--stream-split")
+    s.add_argument("--scales", type=lambda t: [float(v) for v in _names(t)],
+                   help="streaming scales, e.g. 0.5,1.0")
+    s.add_argument("--rounds", type=int)
+    s.add_argument("--images", type=int, help="images per network and input in each round")
+    s.add_argument("--warmup", type=int)
+    s.add_argument("--out", required=True)
+    _gpu_arguments(s)
+    s.set_defaults(func=cmd_cost)
 
     s = sub.add_parser("tables", help="result tables and plots from results/ alone")
     s.add_argument("paths", nargs="+", metavar="PATH",

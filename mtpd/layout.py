@@ -7,6 +7,7 @@ The rules, BGS and the tables all ask this module, so a path is spelled in one p
       pretrained/<dataset>/<backbone>/spec.json, backbone.pth
       teachers/<dataset>/<teacher>/spec.json, model.pth, metrics_<split>.json
       <experiment>/experiment.json                    the completed pipeline config
+      <experiment>/cost.json                          each network's parameters, GFLOPs, latency
       <experiment>/preflight/<key>.json               its models checked, before any training
       <experiment>/seed<s>/baseline/e<E>/model.pth    the student alone, E epochs
       <experiment>/seed<s>/progressive/<t1>/<t2>/model.pth   stage 2 of the chain t1 -> t2
@@ -17,10 +18,11 @@ The rules, BGS and the tables all ask this module, so a path is spelled in one p
       logs/slurm/...                                  SLURM's own job logs (see the profile)
 
 Every model has `metrics_<split>.json` (and `stream_<dataset>_<split>_s<scale>.json` when
-streaming evaluation is on) beside it and every job's log sits beside its output
-(`train.log`, `evaluate_<split>.log`, ...). A path says what a model is (`describe`), so
-`mtpd tables` needs nothing but the tree. Arguments may be Snakemake wildcards such as
-"{seed}"; the functions only format strings. No heavy imports: the Snakefile loads this module.
+streaming evaluation is on, `model.onnx` when exported) beside it and every job's log sits
+beside its output (`train.log`, `evaluate_<split>.log`, ...). A path says what a model is
+(`describe`), so `mtpd tables` needs nothing but the tree. Arguments may be Snakemake
+wildcards such as "{seed}"; the functions only format strings. No heavy imports: the
+Snakefile loads this module.
 """
 from __future__ import annotations
 
@@ -59,6 +61,11 @@ def metrics_path(model: str, split: str) -> str:
 def stream_path(model: str, dataset: str, split: str, scale: float | str) -> str:
     """A model's streaming record on a sequence dataset's split at one input scale, beside it."""
     return str(PurePosixPath(model).with_name(f"stream_{dataset}_{split}_s{scale}.json"))
+
+
+def onnx_path(model: str) -> str:
+    """A model's ONNX export (`mtpd export`), beside its checkpoint."""
+    return str(PurePosixPath(model).with_name("model.onnx"))
 
 
 def log_path(output: str, step: str) -> str:
@@ -115,6 +122,10 @@ class Layout:
     def experiment_file(self) -> str:
         return f"{self.experiment_dir()}/experiment.json"
 
+    def cost_file(self) -> str:
+        """Parameters, GFLOPs and the one latency of each network here (`mtpd.cost`)."""
+        return f"{self.experiment_dir()}/cost.json"
+
     def preflight_report(self, key: str) -> str:
         """The preflight of one version of the config (`key`: `mtpd.preflight.config_key`)."""
         return f"{self.experiment_dir()}/preflight/{key}.json"
@@ -147,7 +158,7 @@ class Layout:
         """What `mtpd tables` writes for this experiment (the tables rule's outputs)."""
         t, p = self.tables_dir(), self.plots_dir()
         files = [f"{t}/main.csv", f"{t}/main.md", f"{t}/main.tex", f"{t}/runs.csv",
-                 f"{p}/stages.png"]
+                 f"{t}/cost.csv", f"{p}/stages.png", f"{p}/frontier.png"]
         if streaming:
             files.append(f"{t}/streaming.csv")
         if bgs:

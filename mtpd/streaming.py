@@ -253,14 +253,16 @@ def _config_num_classes(node: Any, key: str | None = None) -> int | None:
     return None
 
 
-def _build_model(model_config: str, checkpoint: str | Path, manifest: Any, split: str,
-                 class_map: dict[int, int] | None, device: str) -> tuple[Any, Any]:
+def build_frame_model(model_config: str, checkpoint: str | Path, manifest: Any, split: str,
+                      class_map: dict[int, int] | None, device: str,
+                      input_size: tuple[int, int] | None = None) -> tuple[Any, Any]:
     """The detector as offline evaluation builds it; with a class map the model keeps its
     config's own classes (e.g. COCO's 80), which must cover the map's labels."""
     from mtpd.evaluate import build_test_model
 
     model, cfg = build_test_model(model_config, checkpoint, manifest, split, device,
-                                  num_workers=0, keep_num_classes=class_map is not None)
+                                  num_workers=0, input_size=input_size,
+                                  keep_num_classes=class_map is not None)
     if class_map is not None:
         own = _config_num_classes(cfg.model)
         if own is None or own <= max(class_map):
@@ -273,9 +275,9 @@ def _short_type(step: dict) -> str:
     return str(step.get("type", "")).split(".")[-1]
 
 
-def _stream_pipeline(cfg: Any, size: tuple[int, int], model_config: str) -> Any:
+def frame_pipeline(cfg: Any, size: tuple[int, int] | None, model_config: str) -> Any:
     """The test pipeline fed preloaded frames: image from an array, no annotations, and the
-    Resize scale set to `size` (width, height) keeping the aspect ratio."""
+    Resize scale set to `size` (width, height) keeping the aspect ratio (None: the config's)."""
     from mmengine.dataset import Compose
 
     steps, resized = [], False
@@ -286,7 +288,7 @@ def _stream_pipeline(cfg: Any, size: tuple[int, int], model_config: str) -> Any:
         elif kind == "LoadAnnotations":
             continue
         elif kind == "Resize":
-            steps.append({**step, "scale": tuple(size), "keep_ratio": True})
+            steps.append({**step, "scale": tuple(size), "keep_ratio": True} if size else dict(step))
             resized = True
         else:
             steps.append(dict(step))
@@ -296,7 +298,7 @@ def _stream_pipeline(cfg: Any, size: tuple[int, int], model_config: str) -> Any:
     return Compose(steps)
 
 
-def _detect(model: Any, pipeline: Any, img: np.ndarray, image_id: int, cat_ids: list[int],
+def detect_frame(model: Any, pipeline: Any, img: np.ndarray, image_id: int, cat_ids: list[int],
             class_map: dict[int, int] | None) -> tuple[list[dict], tuple[int, int]]:
     """One frame through pipeline, model and postprocessing to COCO results; also the input
     size (width, height) the model saw."""
@@ -313,7 +315,8 @@ def _detect(model: Any, pipeline: Any, img: np.ndarray, image_id: int, cat_ids: 
     return bbox_res, (int(w), int(h))
 
 
-def _sync(device: str) -> None:
+def synchronize(device: str) -> None:
+    """Waits for the GPU, so a timer stopped after this covers the work it was given."""
     if device.startswith("cuda"):
         import torch
 
@@ -335,8 +338,8 @@ def _timed_pass(model: Any, pipeline: Any, frames: list[tuple[int, Path]], cat_i
 
     first = load(frames[0][1])
     for _ in range(2):
-        _detect(model, pipeline, first, frames[0][0], cat_ids, class_map)
-    _sync(device)
+        detect_frame(model, pipeline, first, frames[0][0], cat_ids, class_map)
+    synchronize(device)
     dets: dict[int, list[dict]] = {}
     runtimes: list[float] = []
     size = (0, 0)
@@ -344,13 +347,13 @@ def _timed_pass(model: Any, pipeline: Any, frames: list[tuple[int, Path]], cat_i
         batch = [(image_id, load(path)) for image_id, path in frames[start:start + chunk]]
         for image_id, img in batch:
             t0 = time.perf_counter()
-            dets[image_id], size = _detect(model, pipeline, img, image_id, cat_ids, class_map)
-            _sync(device)
+            dets[image_id], size = detect_frame(model, pipeline, img, image_id, cat_ids, class_map)
+            synchronize(device)
             runtimes.append(time.perf_counter() - t0)
     return dets, runtimes, size
 
 
-def _native_size(gt: dict, gt_file: Path) -> tuple[int, int]:
+def native_size(gt: dict, gt_file: str | Path) -> tuple[int, int]:
     """The one frame size of the split; scales are fractions of it."""
     sizes = {(img["width"], img["height"]) for img in gt["images"]}
     if len(sizes) != 1:
@@ -364,13 +367,15 @@ def run_streaming(model_config: str, checkpoint: str | Path, manifest_path: str 
                   perf_factor: float = 1.0, seed: int = 0,
                   class_map: dict[int, int] | None = None, fps: float = 30.0,
                   name: str | None = None, latency_device: str | None = None,
-                  device: str | None = None) -> dict[str, Any]:
+                  latency_network: str | None = None, device: str | None = None
+                  ) -> dict[str, Any]:
     """Measures a detector on a sequence split at one input scale; writes sAP, offline AP and
     the runtimes (with the device they were measured on) as JSON at `out`.
 
     `class_map` maps the model's labels to the dataset's (`mtpd.data.argoverse.class_mapping`;
     None when the model was trained on the dataset's classes). `latency_device` names where a
-    drawn distribution was recorded; `name` identifies the model in sweep tables."""
+    drawn distribution was recorded and `latency_network` the network whose shared timing it is
+    (`mtpd.cost`); `name` identifies the model in sweep tables."""
     import torch
 
     from mtpd.data.argoverse import scale_to_size
@@ -382,11 +387,11 @@ def run_streaming(model_config: str, checkpoint: str | Path, manifest_path: str 
     s = manifest.split(split)
     gt = json.loads(s.ann_file.read_text())
     sequences = sequences_of(gt)
-    native = _native_size(gt, s.ann_file)
+    native = native_size(gt, s.ann_file)
     size = scale_to_size(scale, native)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg = _build_model(model_config, checkpoint, manifest, split, class_map, device)
-    pipeline = _stream_pipeline(cfg, size, model_config)
+    model, cfg = build_frame_model(model_config, checkpoint, manifest, split, class_map, device)
+    pipeline = frame_pipeline(cfg, size, model_config)
     paths = {img["id"]: s.img_dir / img["file_name"] for img in gt["images"]}
     frames = [(i, paths[i]) for ids in sequences for i in ids]
     cat_ids = sorted(c["id"] for c in gt["categories"])
@@ -402,7 +407,8 @@ def run_streaming(model_config: str, checkpoint: str | Path, manifest_path: str 
         "checkpoint": str(checkpoint), "dataset": str(manifest_path), "split": split,
         "scale": scale, "native_size": list(native), "input_size": list(seen), "fps": fps,
         "latency": _latency_info(latency, source, perf_factor, seed,
-                                 measured_on if source == "measured" else latency_device),
+                                 measured_on if source == "measured" else latency_device,
+                                 latency_network),
         "device": measured_on, "runtime_ms": runtime_stats([r for rs in runtimes for r in rs]),
         "measured_runtime_ms": runtime_stats(measured),
         "sAP": scores["streaming"]["AP"], "AP": scores["offline"]["AP"],
@@ -415,10 +421,13 @@ def run_streaming(model_config: str, checkpoint: str | Path, manifest_path: str 
 
 
 def _latency_info(latency: Latency, source: str, perf_factor: float, seed: int,
-                  device: str | None) -> dict[str, Any]:
-    """How the simulated runtimes were made, and on which device (None for a given constant)."""
+                  device: str | None, network: str | None = None) -> dict[str, Any]:
+    """How the simulated runtimes were made, on which device (None for a given constant) and,
+    for a network's shared timing, which network's."""
     info: dict[str, Any] = {"source": source, "perf_factor": perf_factor, "seed": seed,
                             "device": None if source == "given" else device}
+    if network is not None:
+        info["network"] = network
     if source == "given":
         info["seconds"] = float(latency)  # type: ignore[arg-type]
     if source == "drawn":
@@ -450,6 +459,8 @@ def sweep_table(records: Sequence[dict]) -> list[dict]:
         rows.append({"model": model, "best_scale": best["scale"],
                      "input_size": best["input_size"], "sAP": best["sAP"], "AP": best["AP"],
                      "runtime_mean_ms": best["runtime_ms"]["mean"],
-                     "latency": best["latency"]["source"], "device": best["device"],
+                     "latency": best["latency"]["source"],
+                     "latency_of": best["latency"].get("network") or "this checkpoint",
+                     "device": best["device"],
                      "sAP_by_scale": {str(r["scale"]): r["sAP"] for r in recs}})
     return rows

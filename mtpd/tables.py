@@ -7,7 +7,10 @@ For one experiment (`results/<experiment>/`, described by its `experiment.json`)
   order BGS chose in each seed);
 * `tables/bgs_log.*`, `bgs_cost.*` (and `bgs_exhaustive.*`): every BGS round's candidates
   and scores, and the search's cost against exhaustive search;
-* `plots/stages.png` (AP after each stage, seed error bars) and `plots/bgs.png`.
+* `tables/cost.*`: each network's parameters, GFLOPs and its one latency (`mtpd.cost`), which
+  also fill the cost columns of `main.*` (every checkpoint of a network shares them);
+* `plots/stages.png` (AP after each stage, seed error bars), `plots/frontier.png` (AP against
+  latency and GFLOPs) and `plots/bgs.png`.
 Given the results root instead, it does that for every experiment and writes
 `results/summary.*`, the main tables of all experiments side by side. A file's path says what
 it is (`mtpd.layout.describe`), so no Snakemake run or pipeline config is needed.
@@ -28,6 +31,7 @@ STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "mask_AP"]
 METHODS = {"teacher": "teacher", "baseline": "student alone", "direct": "direct",
            "progressive": "progressive", "mtpd": "MTPD (BGS)"}
 METHOD_RANK = {label: i for i, label in enumerate(METHODS.values())}
+COST_COLUMNS = ["params_M", "GFLOPs", "latency_ms", "latency_p90_ms"]
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -105,6 +109,80 @@ def main_table(df: pd.DataFrame) -> pd.DataFrame:
     out = out[columns].reset_index(drop=True)
     out["seeds"] = out["seeds"].astype("Int64")  # a count, empty for teachers (not 1.00)
     return out.dropna(axis=1, how="all")
+
+
+def cost_of(record: dict[str, Any], method: str, model: str) -> dict[str, Any]:
+    """The cost columns of a main-table row: its network's figures on the evaluation input."""
+    from mtpd.cost import STUDENT, network_of, teacher_member
+
+    net = network_of(record, teacher_member(model) if method == METHODS["teacher"] else STUDENT)
+    if net is None:
+        return dict.fromkeys(COST_COLUMNS, float("nan"))
+    ev = net["inputs"]["eval"]
+    return {"params_M": net["params_M"], "GFLOPs": ev["gflops"],
+            "latency_ms": ev["latency_ms"]["median"], "latency_p90_ms": ev["latency_ms"]["p90"]}
+
+
+def add_cost_columns(main: pd.DataFrame, record: dict[str, Any]) -> pd.DataFrame:
+    """`main` with the cost columns before train_minutes (one figure per network)."""
+    cost = pd.DataFrame([cost_of(record, r.method, r.model) for r in main.itertuples()],
+                        index=main.index)
+    at = list(main.columns).index("train_minutes") if "train_minutes" in main else len(main.columns)
+    columns = list(main.columns[:at]) + COST_COLUMNS + list(main.columns[at:])
+    return pd.concat([main, cost], axis=1)[columns]
+
+
+def cost_table(record: dict[str, Any]) -> pd.DataFrame:
+    """One row per network and input: parameters, GFLOPs, latency median, p90 and spread."""
+    rows = []
+    for name, net in record["networks"].items():
+        for label, inp in net["inputs"].items():
+            lat = inp["latency_ms"]
+            rows.append({"network": name, "models": ", ".join(net["members"]),
+                         "input": label, "input_size": "x".join(map(str, inp["input_size"])),
+                         "params_M": net["params_M"], "GFLOPs": inp["gflops"],
+                         "latency_ms": lat["median"], "latency_p90_ms": lat["p90"],
+                         "round_median_sd_ms": lat["round_median_sd"],
+                         "timed_images": record["rounds"] * record["images"],
+                         "device": record["device"]})
+    return pd.DataFrame(rows)
+
+
+def cost_summary(main: pd.DataFrame, record: dict[str, Any]) -> str:
+    """What the MTPD student saves against its target teacher (the last of its order), e.g.
+    "MTPD student: 0.42x the parameters ... of the target teacher at -1.3 AP"."""
+    mtpd = main[main["method"] == METHODS["mtpd"]]
+    if mtpd.empty:
+        return "No MTPD run in this experiment (BGS is off): no cost summary."
+    row = mtpd.iloc[0]
+    targets = [t.split(" -> ")[-1] for t in str(row["teachers"]).split(" | ")]
+    target = max(set(targets), key=targets.count)
+    teacher = main[(main["method"] == METHODS["teacher"]) & (main["model"] == target)]
+    if teacher.empty or pd.isna(row["latency_ms"]) or pd.isna(teacher.iloc[0]["latency_ms"]):
+        return f"MTPD student: no measured cost of its target teacher {target}."
+    t = teacher.iloc[0]
+    return (f"MTPD student: {row['params_M'] / t['params_M']:.2f}x the parameters, "
+            f"{row['GFLOPs'] / t['GFLOPs']:.2f}x the GFLOPs and "
+            f"{row['latency_ms'] / t['latency_ms']:.2f}x the latency of the target teacher "
+            f"{target} at {row['AP'] - t['AP']:+.2f} AP. Latency: median ms per image at batch "
+            f"1 on {record['device']}, one timing per network shared by all its checkpoints "
+            "(tables/cost.md); GFLOPs: backbone, neck and head, without NMS.")
+
+
+def export_notes(exp_dir: Path, seeds: list[int]) -> list[str]:
+    """One line per ONNX export found beside a progressive student (`mtpd export`)."""
+    layout, _ = experiment_layout(exp_dir)
+    notes = []
+    for seed in seeds:
+        for path in sorted(Path(layout.seed_dir(seed)).glob("progressive/**/model.onnx.json")):
+            rec = read_json(path)
+            p = rec["parity"]
+            notes.append(f"ONNX export ({path.relative_to(exp_dir)}): box AP {p['AP_onnx']} "
+                         f"against PyTorch's {p['AP_pytorch']}, boxes within "
+                         f"{p['max_abs_diff_box_px']:.2g} px and scores within "
+                         f"{p['max_abs_diff_score']:.2g} on {p['images']} images "
+                         f"({rec['export_seconds']} s to export).")
+    return notes
 
 
 def bgs_tables(result: dict[str, Any], seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -189,9 +267,11 @@ def to_latex(df: pd.DataFrame, caption: str) -> str:
             + body + "\n\\hline\n\\end{tabular}\n\\end{table}\n")
 
 
-def write_table(df: pd.DataFrame, out_dir: Path, name: str, title: str) -> None:
+def write_table(df: pd.DataFrame, out_dir: Path, name: str, title: str, note: str = "") -> None:
+    """CSV, Markdown (with `note` under the title) and LaTeX."""
     atomic_write_with(out_dir / f"{name}.csv", lambda p: df.to_csv(p, index=False))
-    atomic_write_text(out_dir / f"{name}.md", f"# {title}\n\n{to_markdown(df)}")
+    note = f"{note}\n\n" if note else ""
+    atomic_write_text(out_dir / f"{name}.md", f"# {title}\n\n{note}{to_markdown(df)}")
     atomic_write_text(out_dir / f"{name}.tex", to_latex(df, title))
 
 
@@ -247,6 +327,34 @@ def plot_stages(df: pd.DataFrame, path: Path) -> None:
     _save_figure(fig, path)
 
 
+def plot_frontier(main: pd.DataFrame, path: Path, device: str) -> None:
+    """AP against latency and against GFLOPs for every model (mean over seeds), MTPD's student
+    marked: the accuracy/speed frontier. Progressive stages other than MTPD's are left out."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    markers = {METHODS["teacher"]: "o", METHODS["baseline"]: "s", METHODS["direct"]: "^",
+               METHODS["mtpd"]: "*"}
+    shown = main[main["method"].isin(markers) & main["latency_ms"].notna()]
+    for ax, x, label in ((axes[0], "latency_ms", f"latency (ms per image, batch 1, {device})"),
+                         (axes[1], "GFLOPs", "GFLOPs (backbone, neck, head)")):
+        for i, r in enumerate(shown.itertuples()):
+            name = r.model if r.method == METHODS["teacher"] else f"{r.method} {r.teachers}"
+            mtpd = r.method == METHODS["mtpd"]
+            sd = getattr(r, "AP_sd", float("nan"))  # absent with one seed
+            ax.errorbar(getattr(r, x), r.AP, yerr=0 if pd.isna(sd) else sd,
+                        marker=markers[r.method], markersize=16 if mtpd else 7, capsize=3,
+                        color="crimson" if mtpd else f"C{i % 10}", linestyle="none",
+                        label=f"{name.strip()} ({r.epochs:g} ep)" if r.method !=
+                        METHODS["teacher"] else name)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("box AP (mean over seeds, bars: 1 sd)")
+    axes[0].set_title("AP against latency (MTPD's student: red star)")
+    axes[1].set_title("AP against GFLOPs")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save_figure(fig, path)
+
+
 def plot_bgs(log: pd.DataFrame, path: Path) -> None:
     """Proxy scores per BGS round, one panel per seed; the chosen candidate highlighted."""
     plt = _pyplot()
@@ -276,9 +384,18 @@ def write_experiment_tables(exp_dir: str | Path) -> pd.DataFrame:
     if df.empty:
         raise ValueError(f"{exp_dir} holds no metrics on the '{config['evaluation']['split']}' "
                          "split yet; run the pipeline first")
-    main = main_table(df)
+    cost_file = Path(layout.cost_file())
+    if not cost_file.is_file():
+        raise ValueError(f"{cost_file} is missing (each network's parameters, GFLOPs and "
+                         "latency); run the pipeline's measure_cost job first")
+    cost = read_json(cost_file)
+    main = add_cost_columns(main_table(df), cost)
     title = f"{config['experiment']}: teachers, the student alone, direct and progressive"
-    write_table(main, tables, "main", title)
+    notes = [cost_summary(main, cost)] + export_notes(exp_dir, config["train"]["seeds"])
+    write_table(main, tables, "main", title, "\n\n".join(notes))
+    write_table(cost_table(cost), tables, "cost",
+                f"{config['experiment']}: what each network costs to run (mtpd/cost.py)")
+    plot_frontier(main, plots / "frontier.png", cost["device"])
     run_cols = ["model", "method", "teachers", "seed", "epochs"] + STATS + ["train_minutes"]
     write_table(df[[c for c in run_cols if c in df]].dropna(axis=1, how="all"), tables, "runs",
                 f"{config['experiment']}: every model and seed")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -105,15 +106,40 @@ def test_tiny_end_to_end(tiny_run):
         assert (res / "tiny/tables" / f).stat().st_size > 0
     for f in ("stages.png", "bgs.png"):
         assert (res / "tiny/plots" / f).read_bytes()[:4] == b"\x89PNG"
-    # streaming AP of the MTPD student at both scales, measured here, the best one reported
+    # streaming AP of the MTPD student and the student alone at both scales, the best one
+    # reported; one network, so both stream with its one timing (the cost job's)
     stream = pd.read_csv(res / "tiny/tables/streaming.csv")
-    assert len(stream) == 1 and stream.iloc[0]["best_scale"] in (0.5, 1.0)
+    assert len(stream) == 2 and stream["best_scale"].isin([0.5, 1.0]).all()
     assert stream[["sAP@0.5", "sAP@1.0"]].notna().all(axis=None)
-    assert stream.iloc[0]["runtime_mean_ms"] > 0 and stream.iloc[0]["device"].startswith("cpu: ")
+    assert set(stream["latency_of"]) == {"retinanet_r18w16_shapes"}
+    assert (stream["runtime_mean_ms"] > 0).all() and stream["device"].str.startswith("cpu: ").all()
+    records = [json.loads(p.read_text()) for p in exp.rglob("stream_*_s0.5.json")]
+    assert len(records) == 2 and records[0]["runtime_ms"] == records[1]["runtime_ms"]
+    # cost columns: one figure per network, shared by its checkpoints (t_r18 is the student's
+    # architecture; t_r34_a and t_r34_b share theirs)
+    cost = json.loads((res / "tiny/cost.json").read_text())
+    assert list(cost["networks"]) == ["retinanet_r18w16_shapes", "retinanet_r34w24_shapes"]
+    by_model = table.groupby("model")["latency_ms"].unique()
+    student_ms = cost["networks"]["retinanet_r18w16_shapes"]["inputs"]["eval"]["latency_ms"]
+    assert list(by_model["retina_r18w16"]) == list(by_model["t_r18"]) == [student_ms["median"]]
+    assert list(by_model["t_r34_a"]) == list(by_model["t_r34_b"])
+    assert (table["params_M"] > 0).all() and (table["GFLOPs"] > 0).all()
+    assert (table[table["model"] == "t_r34_b"]["GFLOPs"].iloc[0]
+            > table[table["model"] == "retina_r18w16"]["GFLOPs"].iloc[0])
+    main_md = (res / "tiny/tables/main.md").read_text()
+    assert re.search(r"MTPD student: [0-9.]+x the parameters, [0-9.]+x the GFLOPs and "
+                     r"[0-9.]+x the latency of the target teacher t_r34_b at [-+][0-9.]+ AP",
+                     main_md)
+    assert len(pd.read_csv(res / "tiny/tables/cost.csv")) == 2 * 3  # networks x inputs
+    assert (res / "tiny/plots/frontier.png").read_bytes()[:4] == b"\x89PNG"
     mtpd_dir = exp / "progressive" / "/".join(order)
     assert sorted(p.name for p in mtpd_dir.glob("stream_*.json")) == [
         "stream_shapes-tiny-sequences_val_s0.5.json",
         "stream_shapes-tiny-sequences_val_s1.0.json"]
+    # evaluation.export: the MTPD student in ONNX, its parity record cited by the main table
+    export = json.loads((mtpd_dir / "model.onnx.json").read_text())
+    assert (mtpd_dir / "model.onnx").is_file() and export["parity"]["AP_diff"] <= 0.1
+    assert "ONNX export (seed0/progressive/" in main_md
     assert not list(res.rglob("*.tmp"))  # nothing half-written is left behind
     # every job left its log beside its output
     assert (exp / "progressive" / order[0] / "train.log").is_file()

@@ -7,6 +7,12 @@ import sys
 
 import mtpd.pipeline_config as pipeline_config
 from mtpd.bgs import exhaustive_chains, round_chains
+from mtpd.cost import (
+    STUDENT as STUDENT_MEMBER,
+    network_for,
+    plan_networks,
+    teacher_member,
+)
 from mtpd.data.argoverse import scale_to_size
 from mtpd.data.carve import carve_settings
 from mtpd.errors import PipelineConfigError
@@ -20,6 +26,7 @@ from mtpd.layout import (
     describe,
     log_path,
     metrics_path,
+    onnx_path,
     stage_prefixes,
     stream_path,
 )
@@ -478,6 +485,7 @@ def get_static_targets():
     streams = [r for s in SEEDS for r in get_stream_records(s, static=True)]
     return (
         get_teacher_metrics()
+        + [LAYOUT.cost_file()]
         + get_evaluated(models)
         + bgs
         + list(dict.fromkeys(streams))
@@ -485,14 +493,19 @@ def get_static_targets():
 
 
 def get_tables_inputs(wildcards):
-    metrics = get_teacher_metrics()
+    metrics = get_teacher_metrics() + [LAYOUT.cost_file()]
     for seed in SEEDS:
         orders = get_compared_orders(seed)
         metrics += get_evaluated(get_student_models(seed, orders, get_mtpd_order(seed)))
         metrics += get_stream_records(seed)
     metrics = list(dict.fromkeys(metrics))
     bgs = [LAYOUT.bgs_file(s, "result") for s in SEEDS] if BGS["enabled"] else []
-    return {"experiment": LAYOUT.experiment_file(), "metrics": metrics, "bgs": bgs}
+    return {
+        "experiment": LAYOUT.experiment_file(),
+        "metrics": metrics,
+        "bgs": bgs,
+        "exports": get_export_targets(),  # known once BGS has run; the tables cite them
+    }
 
 
 # --- streaming evaluation -----------------------------------------------------------------
@@ -523,24 +536,111 @@ def get_stream_model(wildcards):
     return f"{wildcards.prefix}/model.pth"
 
 
+STREAM_SHARES_TIMING = STREAM["latency"] == "measured"  # each network's one timing
+
+
+def get_stream_inputs(wildcards):
+    inputs = {
+        "data": STREAM_LAYOUT.checked_manifest(),
+        "model": get_stream_model(wildcards),
+    }
+    if STREAM_SHARES_TIMING:
+        inputs["cost"] = LAYOUT.cost_file()
+    return inputs
+
+
+def get_stream_latency_args(wildcards):
+    """Measured runtimes come from the network's shared timing (`mtpd cost`), so every
+    checkpoint of one network streams with the same runtimes; a constant or a runtime file
+    from the config is passed as it is."""
+    if not STREAM_SHARES_TIMING:
+        return f"--latency {shlex.quote(str(STREAM['latency']))}"
+    network = get_stream_settings(wildcards)["network"]
+    return (
+        f"--latency {shlex.quote(LAYOUT.cost_file())} --network {shlex.quote(network)}"
+    )
+
+
 def get_stream_settings(wildcards):
     """Config, name in tables and classes of the model a streaming record measures."""
     where = describe(f"{wildcards.prefix}/model.pth")
     if where.method == "teacher":
         t = TEACHERS[where.teacher]
-        return {"config": t["config"], "name": where.teacher, "classes": t["classes"]}
+        network = network_for(NETWORKS, teacher_member(where.teacher))
+        return {
+            "config": t["config"],
+            "name": where.teacher,
+            "classes": t["classes"],
+            "network": network,
+        }
     label = (
         "student alone"
         if where.method == "baseline"
         else "MTPD " + " -> ".join(where.chain)
     )
     name = f"{STUDENT['name']} {label} (seed {where.seed})"
-    return {"config": STUDENT["config"], "name": name, "classes": "dataset"}
+    return {
+        "config": STUDENT["config"],
+        "name": name,
+        "classes": "dataset",
+        "network": network_for(NETWORKS, STUDENT_MEMBER),
+    }
 
 
 def get_table_files():
     return LAYOUT.table_files(BGS["enabled"], BGS["exhaustive"], STREAM["enabled"])
 
 
+def get_export_targets():
+    """The final MTPD student of each seed in ONNX (evaluation.export); the tables rule pulls
+    them in, so the plan before BGS stays visible in a dry run."""
+    if not config["evaluation"]["export"]:
+        return []
+    return [
+        onnx_path(LAYOUT.stage_model(s, "progressive", get_mtpd_order(s)))
+        for s in SEEDS
+    ]
+
+
 def get_final_targets(wildcards):
     return [LAYOUT.experiment_file()] + get_static_targets() + get_table_files()
+
+
+# --- what each network costs (mtpd/cost.py) -------------------------------------------------
+# One trained checkpoint per network is timed: the student's is its 1x run of the first seed.
+NETWORKS = plan_networks(
+    STUDENT,
+    LAYOUT.baseline_model(SEEDS[0], STAGE_EPOCHS),
+    TEACHERS,
+    LAYOUT.teacher_model,
+)
+
+
+def get_cost_models():
+    return [n.checkpoint for n in NETWORKS]
+
+
+def get_cost_args():
+    """The networks and the inputs they are timed on: the evaluation split, and each streaming
+    scale of the sequences when streaming evaluation is on."""
+    cost = config["evaluation"]["cost"]
+    plan = {"networks": [dict(n.__dict__, members=list(n.members)) for n in NETWORKS]}
+    args = [
+        f"--networks {get_json_arg(plan)} --split {EVAL_SPLIT}",
+        get_input_size_flag(),
+        f"--rounds {cost['rounds']} --images {cost['images']} --warmup {cost['warmup']}",
+    ]
+    if STREAM["enabled"]:
+        scales = ",".join(str(s) for s in STREAM["scales"])
+        args.append(
+            f"--stream-dataset {STREAM_LAYOUT.checked_manifest()} "
+            f"--stream-split {STREAM['split']} --scales {scales}"
+        )
+    return " ".join(a for a in args if a)
+
+
+def get_cost_inputs():
+    inputs = {"data": get_dataset_manifest(), "models": get_cost_models()}
+    if STREAM["enabled"]:
+        inputs["stream_data"] = STREAM_LAYOUT.checked_manifest()
+    return inputs

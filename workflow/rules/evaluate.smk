@@ -38,3 +38,21 @@ use rule evaluate_teacher as evaluate_student with:
         config=STUDENT["config"],
         classes="dataset",
         check="",
+
+
+# Step 4, cost: every network of the experiment timed together (interleaved, one device), its
+# parameters and GFLOPs counted; the tables and every streaming run of a network use this.
+rule measure_cost:
+    input:
+        **get_cost_inputs(),
+    output:
+        cost=LAYOUT.cost_file(),
+    log:
+        log_path(LAYOUT.cost_file(), "cost"),
+    resources:
+        **get_resources("evaluate"),
+    params:
+        args=get_cost_args(),
+    shell:
+        "mtpd cost --dataset {input.data:q} {params.args} --out {output.cost:q} "
+        "--gpus {resources.gpu} > {log:q} 2>&1"

@@ -5,8 +5,7 @@
 
 rule stream_model:
     input:
-        data=STREAM_LAYOUT.checked_manifest(),
-        model=get_stream_model,
+        unpack(get_stream_inputs),
     output:
         record=stream_path(
             "{prefix}/model.pth", STREAM["dataset"]["name"], STREAM["split"], "{scale}"
@@ -24,14 +23,14 @@ rule stream_model:
     params:
         settings=get_stream_settings,
         split=STREAM["split"],
-        latency=STREAM["latency"],
+        latency=get_stream_latency_args,
         perf_factor=STREAM["perf_factor"],
         fps=STREAM["fps"],
         seed=SEEDS[0],
     shell:
         "mtpd stream --config {params.settings[config]:q} --checkpoint {input.model:q} "
         "--dataset {input.data:q} --split {params.split} --scale {wildcards.scale} "
-        "--latency {params.latency:q} --perf-factor {params.perf_factor} --fps {params.fps} "
+        "{params.latency} --perf-factor {params.perf_factor} --fps {params.fps} "
         "--seed {params.seed} --name {params.settings[name]:q} "
         "--model-classes {params.settings[classes]} --out {output.record:q} "
         "--gpus {resources.gpu} > {log:q} 2>&1"
