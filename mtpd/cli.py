@@ -133,6 +133,8 @@ def cmd_data_check(a: argparse.Namespace) -> None:
         cached = " (cached)" if split["cached"] else ""
         print(f"{name}: {split['images']} images, {split['annotations']} annotations, "
               f"{split['dropped_boxes']} boxes dropped{cached}")
+        for fix in split["fixes"]:
+            print(f"  fixed in {split['ann_file']}: {fix}")
 
 
 def cmd_pretrain(a: argparse.Namespace) -> None:

@@ -3,7 +3,8 @@
 Predictions are converted to COCO result format (boxes in xywh, masks as RLE) and scored with
 pycocotools directly, so the same code scores offline AP and, later, pooled streaming AP.
 Writes a metrics JSON: AP, AP50, AP75, APs, APm, APl (box) and the same with a `mask_` prefix
-when the model predicts masks, plus what the checkpoint says about how it was trained. What the
+when the model predicts masks, plus what the checkpoint says about how it was trained and the
+ground-truth file scored against (the checked copy's: `mtpd.data.checked`). What the
 model *is* (teacher, baseline, which chain...) is said by its path (`mtpd.layout.describe`).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mtpd import distributed
 from mtpd.checkpoint import load_checkpoint_file, load_weights
 from mtpd.devices import device_name
 from mtpd.errors import TeacherCheckError
+from mtpd.data.checked import load_checked
 from mtpd.data.manifest import DatasetManifest
 from mtpd.io import atomic_write_json
 from mtpd.model_config import build_job_config, build_model
@@ -187,7 +189,7 @@ def evaluate(model_config: str, checkpoint: str | Path, dataset: str | Path, out
 
     `expected` ({"AP": 38.5, "mask_AP": ...}) is what a trained checkpoint is recorded to reach;
     falling more than `tolerance` points below it stops with an error and writes nothing."""
-    manifest = DatasetManifest.load(dataset)
+    manifest = load_checked(dataset)
     gt_file = manifest.split(split).ann_file
     ckpt = load_checkpoint_file(checkpoint)
     bbox_res, segm_res, sec_per_img = predict(model_config, checkpoint, ckpt, manifest, split,
@@ -201,7 +203,7 @@ def evaluate(model_config: str, checkpoint: str | Path, dataset: str | Path, out
         metrics.update({f"mask_{k}": v for k, v in mask.items()})
     meta = ckpt.get("meta", {}).get("mtpd", {})
     record = {"split": split, "checkpoint": str(checkpoint), "config": str(model_config),
-              **metrics, "num_detections": len(bbox_res),
+              "ground_truth": str(gt_file), **metrics, "num_detections": len(bbox_res),
               "seconds_per_image": round(sec_per_img, 5), "device": device_name(),
               "processes": distributed.world_size(),
               **{key: meta.get(key) for key in PROVENANCE}}

@@ -135,12 +135,12 @@ class OnnxDetector:
                  providers: tuple[str, ...] = PROVIDERS, num_workers: int = 0) -> None:
         import onnxruntime as ort
 
-        from mtpd.data.manifest import DatasetManifest
+        from mtpd.data.checked import load_checked
         from mtpd.model_config import build_job_config, build_model
         from mtpd.registry import register_all_modules
 
         register_all_modules()
-        manifest = DatasetManifest.load(manifest_path)
+        manifest = load_checked(manifest_path)
         self.cfg = build_job_config(model_config, manifest, train_split=None, test_split=split,
                                     num_workers=num_workers, input_size=input_size)
         check_supported(self.cfg, model_config)
@@ -326,7 +326,7 @@ def export_onnx(model_config: str, checkpoint: str | Path, manifest_path: str | 
     import onnxruntime
     import torch
 
-    from mtpd.data.manifest import DatasetManifest
+    from mtpd.data.checked import load_checked
     from mtpd.evaluate import build_test_model
     from mtpd.io import atomic_path, atomic_write_json, sha256sum
     from mtpd.model_config import build_job_config, to_plain
@@ -335,7 +335,7 @@ def export_onnx(model_config: str, checkpoint: str | Path, manifest_path: str | 
     if parity_images < 1:
         raise MtpdError(f"--parity-images {parity_images}: compare at least 1 image")
     register_all_modules()
-    manifest = DatasetManifest.load(manifest_path)
+    manifest = load_checked(manifest_path)
     check_supported(build_job_config(model_config, manifest, train_split=None, test_split=split,
                                      num_workers=0, input_size=input_size), model_config)
     model, cfg = build_test_model(model_config, checkpoint, manifest, split, "cpu",

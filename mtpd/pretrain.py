@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from mtpd.checkpoint import save_model_checkpoint
 from mtpd.model_config import load_config
+from mtpd.data.checked import load_checked
 from mtpd.data.manifest import DatasetManifest
 
 log = logging.getLogger("mtpd.pretrain")
@@ -112,7 +113,7 @@ def pretrain_backbone(model_config: str, dataset: str | Path, out: str | Path, *
 
     register_all_modules()
     torch.manual_seed(seed)
-    manifest = DatasetManifest.load(dataset)
+    manifest = load_checked(dataset)
     cfg = load_config(model_config)
     bb_cfg = cfg.model.backbone.copy()
     bb_cfg["init_cfg"] = None

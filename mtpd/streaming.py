@@ -379,11 +379,11 @@ def run_streaming(model_config: str, checkpoint: str | Path, manifest_path: str 
     import torch
 
     from mtpd.data.argoverse import scale_to_size
-    from mtpd.data.manifest import DatasetManifest
+    from mtpd.data.checked import load_checked
 
     source = latency_source(latency)
     _check_perf_factor(perf_factor)
-    manifest = DatasetManifest.load(manifest_path)
+    manifest = load_checked(manifest_path)
     s = manifest.split(split)
     gt = json.loads(s.ann_file.read_text())
     sequences = sequences_of(gt)

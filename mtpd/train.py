@@ -16,7 +16,7 @@ from typing import Any
 from mtpd import distributed
 from mtpd.checkpoint import (allow_mmengine_checkpoints, load_checkpoint_file,
                              save_model_checkpoint)
-from mtpd.data.manifest import DatasetManifest
+from mtpd.data.checked import load_checked
 from mtpd.model_config import build_job_config, to_plain
 from mtpd.precision import configure_precision
 from mtpd.registry import register_all_modules
@@ -56,7 +56,7 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
     allow_mmengine_checkpoints()
     distributed.init_process_group()
     out = Path(out)
-    manifest = DatasetManifest.load(dataset)
+    manifest = load_checked(dataset)
     work_dir = work_dir_for(out)
     cfg = build_job_config(model_config, manifest, work_dir=work_dir, train_split=split,
                            epochs=epochs, seed=seed, pretrained_backbone=pretrained_backbone,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mtpd.data.fixes import id_offset
 from mtpd.errors import DatasetError, ModelConfigError
 from mtpd.io import atomic_write_json, read_json_file
 
@@ -90,15 +91,17 @@ def _coco_annotations(anns: list[dict], image_ids: set[int], path: Path
                       ) -> tuple[list[dict], int]:
     """Annotations with `iscrowd` and `area` filled in, and ids shifted to start at 1 if needed.
 
-    pycocotools treats a matched ground truth of id 0 as unmatched (it stores the matched id
-    and tests it for non-zero), so a 0-based id would turn a perfect detection into a false
-    positive. Returns the annotations and the offset added to every id (0 if none)."""
+    pycocotools and faster-coco-eval treat a matched ground truth of id 0 as unmatched (they
+    store the matched id and test it for non-zero), so a 0-based id would turn a perfect
+    detection into a false positive; the shift is `mtpd.data.fixes.id_offset`, the rule the
+    dataset check applies to any COCO file. Returns the annotations and the offset added to
+    every id (0 if none)."""
     _check_items(anns, ANNOTATION_KEYS, path, "annotations")
     ids = [a["id"] for a in anns]
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{path}: annotation ids are not unique; every annotation needs its "
                            "own 'id'")
-    offset = max(0, 1 - min(ids)) if ids else 0
+    offset = id_offset(ids)
     out = []
     for i, a in enumerate(anns):
         if a["image_id"] not in image_ids:

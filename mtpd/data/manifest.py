@@ -10,7 +10,9 @@ A manifest looks like::
 
 `data_root` is relative to the manifest's own directory unless absolute. The class list is read
 from the annotation file of the training split (categories sorted by id), so that a detector's
-`num_classes` always matches the data it is trained on.
+`num_classes` always matches the data it is trained on. A manifest that `mtpd data check` wrote
+records the version of the checks it passed (`checks`); entry points read manifests through
+`mtpd.data.checked.load_checked`, which checks any other first.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class DatasetManifest:
     name: str
     data_root: Path
     splits: dict[str, Split]
+    checks: int | None = None  # the version of the checks it passed (`mtpd data check`), if any
 
     @classmethod
     def load(cls, path: str | Path) -> "DatasetManifest":
@@ -62,7 +65,8 @@ class DatasetManifest:
                 if key not in s:
                     raise DatasetError(f"dataset manifest {path}: splits.{name} lacks '{key}'")
             splits[name] = Split(name, root / s["ann_file"], root / s["img_dir"])
-        return cls(path=path, name=raw["name"], data_root=root, splits=splits)
+        return cls(path=path, name=raw["name"], data_root=root, splits=splits,
+                   checks=_checks(raw))
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -83,6 +87,17 @@ class DatasetManifest:
                 return read_classes(self.splits[name].ann_file)
         raise DatasetError(f"no annotation file of {self.path} exists, so its classes are "
                             "unknown")
+
+
+def _checks(raw: dict) -> int | None:
+    """The checks' version a manifest records, if `mtpd data check` wrote it: a `version` and,
+    for every split, the file checked and its sha256 (`mtpd.data.validate.validate_dataset`)."""
+    version = raw.get("version")
+    if type(version) is not int or not all(
+            isinstance(s, dict) and "source_ann_file" in s and "sha256" in s
+            for s in raw["splits"].values()):
+        return None
+    return version
 
 
 def read_classes(ann_file: Path) -> tuple[str, ...]:

@@ -4,6 +4,8 @@ Why: a bad box, a dangling id or a missing image otherwise surfaces hours into a
 a NaN loss or a crash in a data worker, without saying which file or id is at fault. One pass
 over each annotation file (plain dicts and sets, numpy for the boxes) finds them all, and each
 kind of problem becomes one message naming the file, the first few ids, their count and the fix.
+Quirks that would only skew AP (annotation id 0, `iscrowd` as a string, a missing `area`:
+`mtpd.data.fixes`) are fixed in a checked copy, each fix said in the report.
 A split that passes is cached by its file's sha256, so a re-run costs one hash per file.
 """
 from __future__ import annotations
@@ -23,11 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from mtpd.data import fixes as coco_fixes
+from mtpd.data.image_size import HEAD, header_size
 from mtpd.data.manifest import DatasetManifest, Split
 from mtpd.errors import DatasetError
 from mtpd.io import atomic_write_json, sha256sum
 
-VERSION = 1  # bump when a check changes: cached results of older checks are then ignored
+VERSION = 2  # bump when a check changes: cached results and checked manifests of older checks
+# are then ignored (2: COCO quirks fixed in the checked copy, image sizes against their files)
 FEW = 5  # ids named in one message
 TOLERANCE = 1.0  # pixels a box may stick out of its image (rounding in exporters)
 DROP_KEY = "dataset.drop_bad_boxes"
@@ -46,6 +51,15 @@ _ID_TYPES = (int, str)  # COCO uses ints; strings work with pycocotools and MMDe
 _NUM_TYPES = (int, float)
 
 
+class DatasetProblems(DatasetError):
+    """Every problem of a dataset, one per line after a heading; `problems` lists them."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path, self.problems = path, problems
+        super().__init__(f"dataset {path}: {_plural(len(problems), 'problem', 'problems')}; fix "
+                         "them and run again:\n" + "\n".join(problems))
+
+
 @dataclass
 class SplitReport:
     """What one annotation file holds and what is wrong with it (empty `problems`: usable)."""
@@ -59,6 +73,7 @@ class SplitReport:
     categories: dict[Any, str] = field(default_factory=dict)  # id -> name
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # not fatal, e.g. the boxes dropped
+    fixes: list[str] = field(default_factory=list)  # what the checked copy changes, and why
     dropped_boxes: int = 0
     dropped_ids: list[Any] = field(default_factory=list)  # the first few
     cleaned_file: Path | None = None
@@ -72,7 +87,8 @@ class SplitReport:
 
     @property
     def use_ann_file(self) -> Path:
-        """The annotation file training should read: the cleaned one when boxes were dropped."""
+        """The annotation file training should read: the cleaned one when boxes were dropped or
+        quirks fixed."""
         return self.cleaned_file or self.ann_file
 
     def to_json(self) -> dict[str, Any]:
@@ -85,6 +101,7 @@ class SplitReport:
             "cleaned_file": None if self.cleaned_file is None else str(self.cleaned_file),
             "cleaned_sha256": self.cleaned_sha256, "use_ann_file": str(self.use_ann_file),
             "seconds": round(self.seconds, 3), "cached": self.cached, "notes": self.notes,
+            "fixes": self.fixes,
             "problems": self.problems, "category_names": [[k, v] for k, v in
                                                           self.categories.items()],
         }
@@ -96,7 +113,7 @@ class SplitReport:
             ann_file=Path(d["ann_file"]), img_dir=Path(d["img_dir"]), sha256=d["sha256"],
             num_images=d["images"], num_annotations=d["annotations"],
             num_categories=d["categories"], categories={k: v for k, v in d["category_names"]},
-            problems=list(d["problems"]), notes=list(d["notes"]),
+            problems=list(d["problems"]), notes=list(d["notes"]), fixes=list(d["fixes"]),
             dropped_boxes=d["dropped_boxes"], dropped_ids=list(d["dropped_ids"]),
             cleaned_file=None if cleaned is None else Path(cleaned),
             cleaned_sha256=d.get("cleaned_sha256"), seconds=d["seconds"], cached=d["cached"])
@@ -244,21 +261,26 @@ def _positive(v: Any) -> bool:
     return type(v) in _NUM_TYPES and 0 < v < float("inf")
 
 
+_Size = tuple[float, float]  # (width, height) in pixels
+_File = tuple[str, str, _Size | None]  # (image label, file_name, declared size)
+
+
 def _check_images(report: SplitReport, images: list[dict[str, Any]]
-                  ) -> tuple[set[Any], dict[Any, tuple[float, float]], list[tuple[Any, str]]]:
-    """Image ids, sizes by id and (id, file_name) pairs; images lacking a field are problems."""
+                  ) -> tuple[set[Any], dict[Any, _Size], list[_File]]:
+    """Image ids, sizes by id and (label, file_name, size) per file; images lacking a field are
+    problems."""
     ids = _ids(report, images, "image", "images")
-    sizes: dict[Any, tuple[float, float]] = {}
-    files: list[tuple[Any, str]] = []
+    sizes: dict[Any, _Size] = {}
+    files: list[_File] = []
     lacking: dict[str, list[Any]] = {"file_name": [], "width": [], "height": []}
     for k, (i, im) in enumerate(zip(ids, images, strict=True)):
         label = _show(i) if i is not None else f"#{k}"
         name, w, h = im.get("file_name"), im.get("width"), im.get("height")
+        w_ok, h_ok = _positive(w), _positive(h)
         if isinstance(name, str) and name:
-            files.append((label, name))
+            files.append((label, name, (float(w), float(h)) if w_ok and h_ok else None))
         else:
             lacking["file_name"].append(label)
-        w_ok, h_ok = _positive(w), _positive(h)
         if not w_ok:
             lacking["width"].append(label)
         if not h_ok:
@@ -330,8 +352,10 @@ def _box_array(boxes: list[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _box_reasons(anns: list[dict[str, Any]], img_refs: list[Any],
-                 sizes: dict[Any, tuple[float, float]]) -> dict[str, np.ndarray]:
-    """Per reason, the positions of the annotations whose box is unusable (one reason each)."""
+                 sizes: dict[Any, tuple[float, float]]
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per reason, the positions of the annotations whose box is unusable (one reason each),
+    and the (n, 4) boxes (NaN rows where not 4 numbers)."""
     xywh, shaped = _box_array([a.get("bbox") for a in anns])
     nan2 = (np.nan, np.nan)
     wh = np.array([sizes.get(v, nan2) for v in img_refs], dtype=np.float64).reshape(-1, 2)
@@ -343,7 +367,7 @@ def _box_reasons(anns: list[dict[str, Any]], img_refs: list[Any],
                        | (y + h > wh[:, 1] + TOLERANCE))  # unknown sizes are NaN: never outside
     reasons = {"shape": ~shaped, "nonfinite": shaped & ~finite, "nonpositive": nonpositive,
                "outside": outside}
-    return {k: np.flatnonzero(v) for k, v in reasons.items()}
+    return {k: np.flatnonzero(v) for k, v in reasons.items()}, xywh
 
 
 def _box_example(anns: list[dict[str, Any]], img_refs: list[Any], ann_ids: list[Any], k: int,
@@ -357,10 +381,11 @@ def _box_example(anns: list[dict[str, Any]], img_refs: list[Any], ann_ids: list[
 
 def _check_boxes(report: SplitReport, anns: list[dict[str, Any]], ann_ids: list[Any],
                  img_refs: list[Any], sizes: dict[Any, tuple[float, float]], drop: bool
-                 ) -> np.ndarray:
-    """Bad boxes are problems, or (drop) notes; returns the mask of annotations to keep."""
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Bad boxes are problems, or (drop) notes; returns the mask of annotations to keep and
+    every annotation's box."""
     keep = np.ones(len(anns), bool)
-    reasons = _box_reasons(anns, img_refs, sizes)
+    reasons, xywh = _box_reasons(anns, img_refs, sizes)
     counts = []
     for reason, bad in reasons.items():
         if not len(bad):
@@ -383,53 +408,111 @@ def _check_boxes(report: SplitReport, anns: list[dict[str, Any]], ann_ids: list[
             f"{report.ann_file}: dropped {_plural(len(dropped), 'annotation', 'annotations')} "
             f"with bad boxes ({'; '.join(counts)}; annotation ids "
             f"{_few_anns(ann_ids, dropped)}) because {DROP_KEY} is true")
-    return keep
+    return keep, xywh
 
 
 def _check_annotations(report: SplitReport, anns: list[dict[str, Any]], image_ids: set[Any],
                        sizes: dict[Any, tuple[float, float]], cat_ids: set[Any], drop: bool
-                       ) -> np.ndarray:
-    """Ids, references and boxes of every annotation; returns the mask of those to keep."""
+                       ) -> tuple[list[dict[str, Any]], coco_fixes.Fixes]:
+    """Ids, references, boxes and quirks of every annotation; returns those to keep (all but
+    the dropped boxes) and the fixes they need (`mtpd.data.fixes`)."""
     ann_ids = _ids(report, anns, "annotation", "annotations")
     img_refs = [a.get("image_id") for a in anns]
     _check_refs(report, ann_ids, img_refs, image_ids, ("image", "images"), "image_id")
     _check_refs(report, ann_ids, [a.get("category_id") for a in anns], cat_ids,
                 ("category", "categories"), "category_id")
     report.num_annotations = len(anns)
-    return _check_boxes(report, anns, ann_ids, _norm_ids(img_refs), sizes, drop)
+    img_refs = _norm_ids(img_refs)
+    keep, xywh = _check_boxes(report, anns, ann_ids, img_refs, sizes, drop)
+    if not keep.all():
+        anns, ann_ids, img_refs = (list(compress(x, keep)) for x in (anns, ann_ids, img_refs))
+        xywh = xywh[keep]
+    fixes = coco_fixes.plan(anns, ann_ids, xywh, img_refs, sizes)
+    if fixes.bad_iscrowd:
+        report.problems.append(_iscrowd_problem(report, anns, ann_ids, fixes.bad_iscrowd))
+    return anns, fixes
+
+
+def _iscrowd_problem(report: SplitReport, anns: list[dict[str, Any]], ann_ids: list[Any],
+                     bad: list[int]) -> str:
+    """Crowd flags no spelling of 0 or 1 (`mtpd.data.fixes.ISCROWD`): what was meant is unknown."""
+    values = _few_distinct([anns[k].get("iscrowd") for k in bad])
+    return (f"{report.ann_file}: {_plural(len(bad), 'annotation has', 'annotations have')} an "
+            f"'iscrowd' that is not 0 or 1 (annotation ids {_few_anns(ann_ids, bad)}; 'iscrowd' "
+            f"{values}); set it to 0 for an object or 1 for a crowd region")
+
+
+def _fix_notes(report: SplitReport, anns: list[dict[str, Any]], ann_ids: list[Any],
+               fixes: coco_fixes.Fixes) -> list[str]:
+    """One line per kind of fix the checked copy carries: what changed, where and why."""
+    f, notes = report.ann_file, []
+    if fixes.ids is not None and fixes.offset:
+        notes.append(
+            f"{f}: annotation ids start at {min(ann_ids)}: added {fixes.offset} to every "
+            "annotation id, since pycocotools and faster-coco-eval count a perfect detection "
+            "of annotation id 0 as a false positive")
+    elif fixes.ids is not None:
+        notes.append(
+            f"{f}: annotation ids are not all integers (e.g. {_show(ann_ids[0])}): numbered "
+            f"them 1 to {len(ann_ids)} in file order, since faster-coco-eval refuses string ids "
+            "and pycocotools reads '0' as 0")
+    if fixes.iscrowd:
+        pos = sorted(fixes.iscrowd)
+        values = _few_distinct([anns[k].get("iscrowd") for k in pos])
+        notes.append(
+            f"{f}: set 'iscrowd' of {_plural(len(pos), 'annotation', 'annotations')} to 0 or 1 "
+            f"(annotation ids {_few_anns(ann_ids, pos)}; given as {values}), since pycocotools "
+            "and MMDetection's training read \"0\" as a crowd and fail on a missing one")
+    if fixes.area:
+        pos = sorted(fixes.area)
+        why = ", ".join(f"{len(v)} {coco_fixes.AREA_REASONS[k]}"
+                        for k, v in fixes.area_reasons.items())
+        notes.append(
+            f"{f}: set 'area' of {_plural(len(pos), 'annotation', 'annotations')} to their "
+            f"segmentation's area, or their box's without one ({why}; annotation ids "
+            f"{_few_anns(ann_ids, pos)}), since COCO's small/medium/large ranges use it and "
+            "MMDetection's training drops boxes of area 0 or less")
+    return notes
 
 
 # --- image files -------------------------------------------------------------------------------
 
-def _probe(path: Path) -> str | None:
-    """Why the file is missing or unreadable, from its first bytes; None if it looks fine."""
+_Found = tuple[tuple[int, int], bool]  # (width, height) as loaded; True: EXIF unread, may swap
+_Probe = tuple[str | None, _Found | None]  # why the file is unusable, and its size if known
+
+
+def _probe(path: Path) -> _Probe:
+    """Why the file is missing or unreadable, from its first bytes (None if it looks fine), and
+    its size from the header where the format says it (`mtpd.data.image_size`)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(12)
+            head = fh.read(HEAD)
+            if not head:
+                return "is empty (0 bytes)", None
+            if not any(head[at:at + len(magic)] == magic for at, magic in _MAGIC):
+                return f"is not a {_FORMATS} image (it starts with {head[:8]!r})", None
+            return None, header_size(head, fh)
     except FileNotFoundError:
-        return "missing"
+        return "missing", None
     except IsADirectoryError:
-        return "is a directory"
+        return "is a directory", None
     except OSError as e:
-        return f"cannot be opened ({e.strerror})"
-    if not head:
-        return "is empty (0 bytes)"
-    if not any(head[at:at + len(magic)] == magic for at, magic in _MAGIC):
-        return f"is not a {_FORMATS} image (it starts with {head[:8]!r})"
-    return None
+        return f"cannot be opened ({e.strerror})", None
 
 
-def _probe_chunk(paths: list[Path]) -> list[str | None]:
+def _probe_chunk(paths: list[Path]) -> list[_Probe]:
     return [_probe(p) for p in paths]
 
 
-def _decode(path: Path) -> str | None:
+def _decode(path: Path) -> _Probe:
+    """Why OpenCV cannot decode the file, or None and the size it decodes to (what MMDetection
+    loads: EXIF orientation applied)."""
     import cv2
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
-        return "cannot be decoded by OpenCV (truncated or corrupt)"
-    return None
+        return "cannot be decoded by OpenCV (truncated or corrupt)", None
+    return None, ((img.shape[1], img.shape[0]), False)
 
 
 def _sample(n: int, k: int) -> list[int]:
@@ -441,8 +524,19 @@ def _sample(n: int, k: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
 
 
-def _check_files(report: SplitReport, files: list[tuple[Any, str]], decode_sample: int) -> None:
-    """Every image exists, is non-empty and has an image format's magic bytes; a sample decodes."""
+def _size_differs(declared: _Size | None, found: _Found | None) -> bool:
+    """The file's size as loaded (either way round where its EXIF could not be read) is not the
+    declared one."""
+    if declared is None or found is None:
+        return False
+    (w, h), uncertain = found
+    sizes = [(w, h), (h, w)] if uncertain else [(w, h)]
+    return all(abs(declared[0] - a) > 0.5 or abs(declared[1] - b) > 0.5 for a, b in sizes)
+
+
+def _check_files(report: SplitReport, files: list[_File], decode_sample: int) -> None:
+    """Every image exists, is non-empty, has an image format's magic bytes and the declared
+    size (from its header, where the format has one); a sample decodes, at the declared size."""
     f, img_dir = report.ann_file, report.img_dir
     if files and not img_dir.is_dir():
         report.problems.append(
@@ -450,17 +544,20 @@ def _check_files(report: SplitReport, files: list[tuple[Any, str]], decode_sampl
             f"there, e.g. image id {files[0][0]}: {files[0][1]}); fix the split's "
             "img_dir in the dataset config or manifest")
         return
-    paths = [img_dir / name for _, name in files]
+    paths = [img_dir / name for _, name, _ in files]
     chunks = [paths[k:k + _CHUNK] for k in range(0, len(paths), _CHUNK)]
     with ThreadPoolExecutor(IO_THREADS) as pool:
-        found = [r for part in pool.map(_probe_chunk, chunks) for r in part]
-        readable = [k for k, r in enumerate(found) if r is None]
+        probed = [r for part in pool.map(_probe_chunk, chunks) for r in part]
+        readable = [k for k, (r, _) in enumerate(probed) if r is None]
         picked = [readable[k] for k in _sample(len(readable), decode_sample)]
         decoded = pool.map(_decode, [paths[k] for k in picked])
         for k, r in zip(picked, decoded, strict=True):
-            found[k] = r
+            probed[k] = r  # decoded: the exact size MMDetection will see
+    found = [r for r, _ in probed]
     missing = [k for k, r in enumerate(found) if r == "missing"]
     broken = [k for k, r in enumerate(found) if r is not None and r != "missing"]
+    resized = [k for k, (r, size) in enumerate(probed)
+               if r is None and _size_differs(files[k][2], size)]
     if missing:
         shown = [f"{files[k][0]}: {files[k][1]}" for k in missing]
         report.problems.append(
@@ -473,8 +570,27 @@ def _check_files(report: SplitReport, files: list[tuple[Any, str]], decode_sampl
             f"{f}: {_plural(len(broken), 'image file is', 'image files are')} unreadable under "
             f"{img_dir} (image ids {_few(shown, 3)}); replace them with valid {_FORMATS} files, "
             "or remove those images and their annotations")
+    if resized:
+        report.problems.append(_resized_message(report, files, probed, resized))
     if picked:
         report.notes.append(f"{f}: decoded {len(picked)} of {len(files)} images")
+
+
+def _resized_message(report: SplitReport, files: list[_File], probed: list[_Probe],
+                     resized: list[int]) -> str:
+    """Images whose file has another size than their width and height say."""
+    shown = []
+    for k in resized[:3]:
+        label, name, declared = files[k]
+        found = probed[k][1]
+        assert declared is not None and found is not None  # so `_size_differs` said
+        shown.append(f"{label}: {name} is {found[0][0]}x{found[0][1]} px, not "
+                     f"{declared[0]:g}x{declared[1]:g}")
+    return (f"{report.ann_file}: {_plural(len(resized), 'image file has', 'image files have')} "
+            f"another size than the image's 'width' and 'height' (image ids "
+            f"{_few(shown, 3, total=len(resized))}); boxes are in the pixels of the size given, "
+            "so correct width and height to the files' (and scale the boxes too if the files "
+            "were resized after annotation), or replace the files")
 
 
 # --- one split ---------------------------------------------------------------------------------
@@ -500,11 +616,14 @@ def _inspect_data(report: SplitReport, *, drop_bad_boxes: bool, decode_sample: i
         cat_ids = _check_categories(report, _objects(report, data, "categories"))
         image_ids, sizes, files = _check_images(report, _objects(report, data, "images"))
         anns = _objects(report, data, "annotations")
-        keep = _check_annotations(report, anns, image_ids, sizes, cat_ids, drop_bad_boxes)
+        kept, fixes = _check_annotations(report, anns, image_ids, sizes, cat_ids, drop_bad_boxes)
         if check_images:
             _check_files(report, files, decode_sample)
-        if drop_bad_boxes and not keep.all():
-            cleaned = {**data, "annotations": list(compress(anns, keep))}
+        if fixes.changed and report.ok:
+            report.fixes = _fix_notes(report, kept, [a.get("id") for a in kept], fixes)
+            kept = fixes.apply(kept)
+        if len(kept) < len(anns) or fixes.changed:
+            cleaned = {**data, "annotations": kept}
     return cleaned
 
 
@@ -513,9 +632,10 @@ def validate_split(ann_file: Path, img_dir: Path, *, drop_bad_boxes: bool = Fals
                    check_images: bool = True) -> SplitReport:
     """Checks one COCO annotation file and its images in one pass; never raises on bad data.
 
-    With `drop_bad_boxes`, unusable boxes are dropped instead of failing, and the cleaned file
-    is written to `cleaned_out` (only when the split has no other problem). `check_images=False`
-    skips the image files (existence, magic bytes, decoding) for a fast check of the JSON alone.
+    With `drop_bad_boxes`, unusable boxes are dropped instead of failing. The cleaned file (boxes
+    dropped, quirks fixed: `report.fixes`) is written to `cleaned_out` when given and the split
+    has no problem. `check_images=False` skips the image files (existence, magic bytes, size,
+    decoding) for a fast check of the JSON alone.
     """
     if drop_bad_boxes and cleaned_out is None:
         raise ValueError("drop_bad_boxes=True needs cleaned_out: where to write the cleaned file")
@@ -574,8 +694,7 @@ def _options(drop_bad_boxes: bool, decode_sample: int, check_images: bool) -> di
 def _cache_key(sha: str, img_dir: Path, cleaned_out: Path, options: dict[str, Any]) -> str:
     """Names a result by everything it depends on: file content, image dir, options, checks."""
     key = {"version": VERSION, "sha256": sha, "img_dir": str(img_dir.resolve()),
-           "cleaned_out": str(cleaned_out.resolve()) if options["drop_bad_boxes"] else None,
-           **options}
+           "cleaned_out": str(cleaned_out.resolve()), **options}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -627,7 +746,8 @@ def validate_dataset(manifest_path: str | Path, out_report: Path, *, drop_bad_bo
     splits are cached in `cache_dir` (default: `.validate-cache` beside the report); cleaned
     files go beside the report as `<split>.clean.json`. The report is a dataset manifest itself
     (`DatasetManifest.load` reads it): each split's `ann_file` is the file to train or evaluate
-    on (the cleaned one when boxes were dropped), `source_ann_file` the one checked.
+    on (the cleaned one when boxes were dropped or quirks fixed), `source_ann_file` the one
+    checked; its `version` says which checks passed (`DatasetManifest.checks`).
     """
     manifest = DatasetManifest.load(manifest_path)
     out_report = Path(out_report)
@@ -638,9 +758,7 @@ def validate_dataset(manifest_path: str | Path, out_report: Path, *, drop_bad_bo
     reports = {name: r for name, (r, _, _) in results.items()}
     problems = [p for r in reports.values() for p in r.problems] + check_categories(reports)
     if problems:
-        count = _plural(len(problems), "problem", "problems")
-        raise DatasetError(f"dataset {manifest.path}: {count}; fix them and run again:\n"
-                           + "\n".join(problems))
+        raise DatasetProblems(manifest.path, problems)
     for name, (report, cleaned, entry) in results.items():
         if cleaned is not None:
             _write_cleaned(report, cleaned, out_report.parent / f"{name}.clean.json")
