@@ -123,10 +123,10 @@ def plan_inputs(manifest: str, split: str, stream_manifest: str | None = None,
     inputs = [Input(EVAL_INPUT, manifest, split)]
     if scales:
         from mtpd.data.argoverse import scale_to_size
-        from mtpd.data.manifest import DatasetManifest
+        from mtpd.data.checked import load_checked
         from mtpd.streaming import native_size
 
-        ann_file = DatasetManifest.load(stream_manifest).split(stream_split).ann_file
+        ann_file = load_checked(stream_manifest).split(stream_split).ann_file
         native = native_size(json.loads(ann_file.read_text()), ann_file)
         inputs += [Input(stream_input(s), str(stream_manifest), str(stream_split),
                          scale_to_size(s, native)) for s in scales]
@@ -141,10 +141,10 @@ class _Pair:
         import cv2
 
         from mtpd.data.argoverse import COCO_CLASSES, class_mapping
-        from mtpd.data.manifest import DatasetManifest
+        from mtpd.data.checked import load_checked
         from mtpd.streaming import build_frame_model, frame_pipeline
 
-        manifest = DatasetManifest.load(inp.manifest)
+        manifest = load_checked(inp.manifest)
         split = manifest.split(inp.split)
         gt = json.loads(split.ann_file.read_text())
         if not gt["images"]:

@@ -11,26 +11,29 @@ so a job's processes use gloo on the CPU, as on a GPU node they would use NCCL.
 from __future__ import annotations
 
 import json
+import os
 import re
-import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import torch
 import yaml
 
-from conftest import user_env, workdir
+from conftest import (ONE_THREAD, CheckpointWatch, train_command, user_env, wait_for,
+                      workdir)
 from slurm_cluster import CPUS_PER_GPU, GPU_MODEL, SlurmCluster
 from slurm_cluster import start as start_cluster
 
+from mtpd.orphans import ENDED
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
-T = TypeVar("T")
 
 # test-only speed-ups: no accounting here, so status comes from squeue (MinJobAge is 300 s),
 # checked every second instead of the plugin's 40 s first wait
@@ -47,11 +50,6 @@ CPU_ONLY = {"compute": {kind: {"gpus": 0, "cpus_per_gpu": 1, "mem_mb": 2000}
 TINY_TIMEOUT = 2700        # seconds, the whole tiny DAG (local --cores 2: about 4 minutes)
 TARGET_TIMEOUT = 1500      # seconds, one training target and what it needs
 E6 = "results/tiny/seed0/baseline/e6"
-# what Snakemake sets for a job's shell command when its rule has 1 thread (the rules
-# declare none), locally and inside SLURM jobs alike (snakemake/shell.py)
-ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                               "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                               "NUMEXPR_NUM_THREADS")}
 
 
 @pytest.fixture(scope="session")
@@ -353,53 +351,6 @@ def test_forcing_one_stage_on_slurm_reruns_only_its_descendants(slurm_cluster, s
 
 
 # --- (b): a requeued training job resumes from its checkpoint ---------------------------------
-class CheckpointWatch:
-    """Where the last checkpoint of a training work directory was taken; each checkpoint is
-    read once (the job writes one every iteration and this process shares its 2 cores)."""
-
-    def __init__(self, work: Path):
-        self.work, self.seen, self.position = work, "", None
-
-    def __call__(self) -> tuple[int, int] | None:
-        """(epoch index, batches done in it), or None before the first checkpoint."""
-        from mtpd.checkpoint import load_checkpoint_file
-
-        try:
-            path = (self.work / "last_checkpoint").read_text().strip()
-            if path != self.seen:
-                meta = load_checkpoint_file(Path(path))["meta"]
-                self.seen = path
-                self.position = int(meta["epoch"]), int(meta.get("mtpd_iter_in_epoch", 0))
-        except (OSError, RuntimeError, EOFError, KeyError, ValueError):
-            pass  # not there yet, or replaced by the next one while we read it
-        return self.position
-
-
-def wait_for(what: str, check: Callable[[], T], timeout: float, proc: subprocess.Popen,
-             log: Path, interval: float = 0.2) -> T:
-    """Polls `check()` until it returns something truthy; fails if Snakemake ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"Snakemake ended ({proc.returncode}) before {what}:\n"
-                        f"{log.read_text()[-4000:]}")
-        time.sleep(interval)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def train_command(output: str, target: str, out: Path) -> list[str]:
-    """The rule's `mtpd train` command for `target` (from Snakemake's printed shell command),
-    writing to `out` instead, without the log redirection."""
-    line = next(line for line in output.splitlines()
-                if line.startswith("Shell command: mtpd train") and f"--out {target}" in line)
-    argv = shlex.split(line.removeprefix("Shell command: ").split(" > ")[0])
-    argv[argv.index("--out") + 1] = str(out)
-    return [sys.executable, "-m", "mtpd", *argv[1:]]
-
-
 def test_requeued_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
     """`scontrol requeue` (what preemption does) SIGTERMs a training job in epoch 2; SLURM runs
     it again under the same job id, it resumes mid-epoch from its checkpoint, Snakemake
@@ -481,4 +432,104 @@ def test_requeued_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp_pa
           f"{resumed.group(1)} after {resumed.group(2)} batches; "
           f"Restarts={restarts}, records {states}; max |weight difference| vs an "
           f"uninterrupted run: {diff:.3g}")
+    assert diff <= 1e-6, diff
+
+
+class LiveJobs:
+    """Polls squeue from a thread: every live job of a work directory at each moment, so a test
+    can tell whether one target ever had two live jobs (one comment names one target)."""
+
+    def __init__(self, cluster: SlurmCluster, wd: Path, interval: float = 0.25):
+        self.cluster, self.wd, self.interval = cluster, str(wd), interval
+        self.most: dict[str, int] = {}          # comment -> most live jobs seen at once
+        self.events: list[tuple[float, str]] = []
+        self._states: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._start = time.monotonic()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            out = self.cluster.run("squeue", "--noheader", "--format=%i|%T|%Z|%k", check=False)
+            live: dict[str, list[str]] = {}
+            for line in out.splitlines():
+                job_id, state, where, comment = (line.split("|", 3) + ["", "", ""])[:4]
+                if where != self.wd:
+                    continue
+                if self._states.get(job_id) != state:
+                    self._states[job_id] = state
+                    self.note(f"job {job_id} {state} ({comment})")
+                if state not in ENDED:
+                    live.setdefault(comment, []).append(job_id)
+            for comment, ids in live.items():
+                self.most[comment] = max(self.most.get(comment, 0), len(ids))
+            self._stop.wait(self.interval)
+
+    def note(self, what: str) -> None:
+        self.events.append((time.monotonic() - self._start, what))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def timeline(self) -> str:
+        return "\n".join(f"  {t:6.1f} s  {what}" for t, what in self.events)
+
+
+def test_rerun_after_the_login_node_dies_never_runs_a_target_twice(slurm_cluster, tmp_path):
+    """The login node's Snakemake dies (its whole process group SIGKILLed) while its training
+    job runs on SLURM; the job lives on. The user does what the README says: `snakemake
+    --unlock`, then the same command. The rerun stops the dead run's live job before it
+    submits anything (and says so), no target ever has two live jobs (squeue polled all
+    along), the rerun finishes, and the weights equal an uninterrupted run's."""
+    wd, configfiles = slurm_workdir(tmp_path, CPU_ONLY, {"compute": {"checkpoint_minutes": 0.002}})
+    target = f"{E6}/model.pth"
+    jobs = LiveJobs(slurm_cluster, wd)
+    log = wd / "first.log"
+    with open(log, "w") as sink:
+        first = subprocess.Popen(snakemake_cmd(configfiles, target, timeout=TARGET_TIMEOUT),
+                                 cwd=wd, env=user_env(), stdout=sink, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    try:
+        watch = CheckpointWatch(wd / f"{target}.work")
+        wait_for("a checkpoint inside epoch 2", lambda: (pos := watch()) and pos[0] >= 1
+                 and pos[1] >= 1, TARGET_TIMEOUT, first, log, interval=0.1)
+        os.killpg(first.pid, signal.SIGKILL)  # the login node's Snakemake and all it started
+        first.wait()
+        jobs.note("Snakemake's process group SIGKILLed")
+        orphan = next(k for k, (rule, _) in slurm_logs(wd).items() if rule == "train_baseline")
+        assert slurm_cluster.jobs().get(orphan) == "RUNNING"  # the job lives on
+        r = subprocess.run(snakemake_cmd(configfiles, "--unlock", timeout=300), cwd=wd,
+                           env=user_env(), capture_output=True, text=True, timeout=400)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        jobs.note("snakemake --unlock; the same command again")
+        rc, out, _ = run_snakemake(wd, configfiles, target, timeout=TARGET_TIMEOUT,
+                                   log="rerun.log")
+        jobs.note(f"the rerun ended ({rc})")
+    finally:
+        jobs.stop()
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    print(f"\n[slurm] head loss, then unlock and rerun:\n{jobs.timeline()}")
+    assert rc == 0, out[-6000:]
+    assert re.search(rf"mtpd: stopping SLURM job {orphan} \(rule_train_baseline\S*, RUNNING\)",
+                     out), out[-6000:]
+    stopped_at = out.index(f"mtpd: stopping SLURM job {orphan}")
+    assert "submitted with SLURM jobid" not in out[:stopped_at]  # stopped before anything new
+    assert jobs.most and max(jobs.most.values()) == 1, jobs.most
+    assert [r["JobState"] for r in slurm_cluster.job_records()
+            if r["JobId"] == orphan] == ["CANCELLED"]
+    train_log = (wd / E6 / "train.log").read_text()
+    assert "resuming from" in train_log, train_log[-3000:]
+    # the same command, never interrupted
+    plain = tmp_path / "plain.pth"
+    r = subprocess.run(train_command(log.read_text(), target, plain), cwd=wd,
+                       env={**user_env(), **ONE_THREAD}, capture_output=True, text=True,
+                       timeout=TARGET_TIMEOUT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    ours = torch.load(wd / target, weights_only=True)["state_dict"]
+    ref = torch.load(plain, weights_only=True)["state_dict"]
+    diff = max((ours[k].float() - v.float()).abs().max().item() for k, v in ref.items())
+    print(f"[slurm] max |weight difference| vs an uninterrupted run: {diff:.3g}")
     assert diff <= 1e-6, diff

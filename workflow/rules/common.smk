@@ -5,6 +5,8 @@ import os
 import shlex
 import sys
 
+from snakemake.logging import logger
+
 import mtpd.pipeline_config as pipeline_config
 from mtpd.bgs import exhaustive_chains, round_chains
 from mtpd.cost import (
@@ -16,6 +18,7 @@ from mtpd.cost import (
 from mtpd.data.argoverse import scale_to_size
 from mtpd.data.carve import carve_settings
 from mtpd.errors import PipelineConfigError
+from mtpd.orphans import stop_orphans
 from mtpd.preflight import config_key
 from mtpd.layout import (
     CHAIN,
@@ -644,3 +647,13 @@ def get_cost_inputs():
     if STREAM["enabled"]:
         inputs["stream_data"] = STREAM_LAYOUT.checked_manifest()
     return inputs
+
+
+# --- jobs of a dead run ------------------------------------------------------------------------
+def stop_jobs_of_dead_runs():
+    """Before the first job: stop what a dead Snakemake left running here (mtpd/orphans.py), so
+    no target ever has two live jobs (two writers on its work directory)."""
+    name = getattr(workflow.executor_plugin, "name", "") or ""
+    stop_orphans(
+        workflow.workdir_init, slurm=name.endswith("slurm"), log=logger.warning
+    )
