@@ -152,7 +152,7 @@ class _Pair:
         self.class_map = (class_mapping(COCO_CLASSES, manifest.classes)
                           if net.classes == "coco" else None)
         self.model, cfg = build_frame_model(net.config, net.checkpoint, manifest, inp.split,
-                                       self.class_map, device, input_size=input_size)
+                                            self.class_map, device, input_size=input_size)
         self.pipeline = frame_pipeline(cfg, inp.size, net.config)
         self.cat_ids = sorted(c["id"] for c in gt["categories"])
         chosen = [gt["images"][i % len(gt["images"])] for i in range(images)]
