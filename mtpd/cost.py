@@ -183,15 +183,25 @@ class _Pair:
         self.rounds.append(times)
 
     def complexity(self) -> dict[str, Any]:
-        """FLOPs on the first image as the data preprocessor pads it for the network."""
+        """FLOPs on the first image as the data preprocessor pads it for the network. The
+        image's metadata is bound to the forward (as MMDetection's get_flops does): two-stage
+        detectors need it between their stages."""
         import torch
         from mmengine.dataset import pseudo_collate
+
+        class Traced(torch.nn.Module):
+            def __init__(self, model: Any, samples: Any) -> None:
+                super().__init__()
+                self.model, self.samples = model, samples
+
+            def forward(self, inputs: torch.Tensor) -> Any:
+                return self.model._forward(inputs, self.samples)
 
         image_id, img = self.frames[0]
         data = self.model.data_preprocessor(
             pseudo_collate([self.pipeline({"img": img, "img_id": image_id})]), False)
         with torch.no_grad():
-            found = complexity(self.model, (data["inputs"],))
+            found = complexity(Traced(self.model, data["data_samples"]), (data["inputs"],))
         h, w = data["inputs"].shape[-2:]
         return {**found, "tensor_size": [int(w), int(h)]}
 

@@ -14,6 +14,7 @@ from mtpd.errors import MtpdError
 
 STUDENT_CONFIG = "mtpd::shapes/retinanet_r18w16_shapes.py"
 TEACHER_CONFIG = "mtpd::shapes/retinanet_r34w24_shapes.py"
+MASK_CONFIG = "mtpd::shapes/mask_rcnn_r18w16_shapes.py"
 
 
 def test_complexity_matches_a_hand_count():
@@ -68,13 +69,14 @@ def two_networks(tmp_path_factory) -> tuple[Path, list[Network]]:
     manifest = generate_sequences(root / "seq", spec) / "dataset.json"
     register_all_modules()
     networks = []
-    for name, config in (("student", STUDENT_CONFIG), ("teacher", TEACHER_CONFIG)):
+    for name, config in (("student", STUDENT_CONFIG), ("teacher", TEACHER_CONFIG),
+                         ("mask", MASK_CONFIG)):
         cfg = build_job_config(config, DatasetManifest.load(manifest), test_split="val")
         model = MODELS.build(cfg.model)
         model.init_weights()
         save_model_checkpoint(root / f"{name}.pth", model.state_dict(), {"note": "random"})
         networks.append(Network(name, config, str(root / f"{name}.pth"),
-                                members=(STUDENT,) if name == "student" else ("teacher:t",)))
+                                members=(STUDENT,) if name == "student" else (f"teacher:{name}",)))
     return manifest, networks
 
 
@@ -83,7 +85,7 @@ def test_measure_times_every_network_interleaved(two_networks, tmp_path):
     inputs = plan_inputs(str(manifest), "val", str(manifest), "val", [0.5])
     assert inputs[1] == Input(stream_input(0.5), str(manifest), "val", (160, 100))
     out = tmp_path / "cost.json"
-    rec = measure(networks, inputs, out, rounds=2, images=3, warmup=1)
+    rec = measure(networks[:2], inputs, out, rounds=2, images=3, warmup=1)
     assert json.loads(out.read_text()) == rec and rec["device"].startswith("cpu")
     student, teacher = rec["networks"]["student"], rec["networks"]["teacher"]
     for net in (student, teacher):
@@ -107,6 +109,16 @@ def test_measure_times_every_network_interleaved(two_networks, tmp_path):
         stream_runtimes(out, "other", 0.5)
     with pytest.raises(MtpdError, match="at no streaming scale 1.0"):
         stream_runtimes(out, "student", 1.0)
+
+
+def test_a_two_stage_network_is_counted_too(two_networks, tmp_path):
+    """Mask R-CNN's second stage needs the image's metadata: it is bound to the traced forward,
+    so FLOPs cover RPN, box and mask heads (on this image's proposals)."""
+    manifest, networks = two_networks
+    rec = measure(networks[2:], plan_inputs(str(manifest), "val"), tmp_path / "cost.json",
+                  rounds=1, images=1, warmup=0)
+    mask = rec["networks"]["mask"]
+    assert mask["inputs"][EVAL_INPUT]["gflops"] > 0 and mask["params_M"] > 0
 
 
 def test_every_checkpoint_of_a_network_streams_with_its_one_timing(two_networks, tmp_path):
