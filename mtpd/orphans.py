@@ -86,20 +86,52 @@ def _is_mtpd(argv: list[str]) -> bool:
             or argv[1:3] == ["-m", "mtpd"])
 
 
-def local_orphans(workdir: str | Path, proc: Path = Path("/proc")) -> list[Orphan]:
-    """`mtpd` processes on this host whose working directory is `workdir` (not this one)."""
+def _is_snakemake(argv: list[str]) -> bool:
+    """A Snakemake that schedules jobs (not the one a SLURM job runs its step with)."""
+    named = (Path(argv[0]).name == "snakemake" or (len(argv) > 1
+             and Path(argv[1]).name == "snakemake") or argv[1:3] == ["-m", "snakemake"])
+    return named and not any("jobstep" in a for a in argv)
+
+
+def _ancestors(proc: Path) -> set[int]:
+    """This process and its parents (the Snakemake that runs this hook, and `timeout` & co.)."""
+    found, pid = set(), os.getpid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            pid = int((proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return found
+
+
+def _processes_in(workdir: str | Path, proc: Path, wanted: Callable[[list[str]], bool],
+                  skip: set[int]) -> list[tuple[str, list[str]]]:
+    """(pid, argv) of the processes on this host working in `workdir` whose argv is `wanted`."""
     found = []
     for entry in proc.glob("[0-9]*"):
-        if int(entry.name) == os.getpid():
+        if int(entry.name) in skip:
             continue
         try:
             argv = [a for a in (entry / "cmdline").read_bytes().decode().split("\0") if a]
-            if not argv or not _is_mtpd(argv) or not _same_dir(entry / "cwd", workdir):
-                continue
+            if argv and wanted(argv) and _same_dir(entry / "cwd", workdir):
+                found.append((entry.name, argv))
         except (OSError, UnicodeDecodeError):
             continue  # gone meanwhile, or not ours to read
-        found.append(Orphan("local", entry.name, " ".join(argv[1:4]) + " ..."))
     return found
+
+
+def other_snakemakes(workdir: str | Path, proc: Path = Path("/proc")) -> list[str]:
+    """Process ids of other live Snakemake runs in `workdir` on this host. Snakemake locks
+    outputs, not directories, so runs for disjoint targets may share one: their jobs are not
+    orphans."""
+    return [pid for pid, _ in _processes_in(workdir, proc, _is_snakemake, _ancestors(proc))]
+
+
+def local_orphans(workdir: str | Path, proc: Path = Path("/proc")) -> list[Orphan]:
+    """`mtpd` processes on this host whose working directory is `workdir` (not this one)."""
+    return [Orphan("local", pid, " ".join(argv[1:4]) + " ...")
+            for pid, argv in _processes_in(workdir, proc, _is_mtpd, {os.getpid()})]
 
 
 def _alive(orphan: Orphan, workdir: str | Path) -> bool:
@@ -114,7 +146,14 @@ def stop_orphans(workdir: str | Path, *, slurm: bool, log: Callable[[str], None]
     """Stops every job that still lives from `workdir` (SLURM jobs when `slurm`, then local
     `mtpd` processes) with SIGTERM (training saves a resumable checkpoint and exits; SLURM:
     `scancel`), waits until each is gone, and logs each one; returns them. One still alive
-    `timeout` seconds later is killed (SIGKILL)."""
+    `timeout` seconds later is killed (SIGKILL). Nothing is stopped while another live
+    Snakemake runs in `workdir` (its jobs are no orphans)."""
+    others = other_snakemakes(workdir)
+    if others:
+        log(f"mtpd: another Snakemake runs in {workdir} (process {', '.join(others)}), so the "
+            "jobs alive here may be its own: none is stopped. If a dead run left jobs behind, "
+            "stop them first (scancel / kill), then start this run again")
+        return []
     stopped = []
     for find in ((slurm_orphans,) if slurm else ()) + (local_orphans,):
         orphans = find(workdir)

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import (ONE_THREAD, SNAKEMAKE, CheckpointWatch, train_command, user_env,
                       wait_for, workdir)
-from mtpd.orphans import _is_mtpd, local_orphans, stop_orphans
+from mtpd.orphans import _is_mtpd, local_orphans, other_snakemakes, stop_orphans
 
 E6 = "results/tiny/seed0/baseline/e6/model.pth"  # the student alone, 6 epochs: long enough
 
@@ -28,12 +28,20 @@ def test_mtpd_command_lines_are_recognised():
     assert not _is_mtpd(["bash", "-c", "mtpd train --out x > log"])  # its shell: not a writer
 
 
-def _sleeper(bin_dir: Path, cwd: Path) -> subprocess.Popen:
-    """A long-lived process whose command line is `python .../mtpd`, run in `cwd`."""
+def _sleeper(bin_dir: Path, cwd: Path, name: str = "mtpd") -> subprocess.Popen:
+    """A long-lived process whose command line is `python .../<name>`, run in `cwd`."""
     bin_dir.mkdir(exist_ok=True)
-    script = bin_dir / "mtpd"
+    script = bin_dir / name
     script.write_text("import time\ntime.sleep(120)\n")
     return subprocess.Popen([sys.executable, str(script), "train"], cwd=cwd)
+
+
+def _wait_listed(find, what: str) -> None:
+    """Until `find()` lists something: /proc shows the final command line once exec'd."""
+    deadline = time.monotonic() + 20
+    while not find() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert find(), f"{what} never showed up in /proc"
 
 
 def test_only_this_directorys_mtpd_processes_are_stopped(tmp_path):
@@ -42,9 +50,7 @@ def test_only_this_directorys_mtpd_processes_are_stopped(tmp_path):
     other.mkdir()
     mine, theirs = _sleeper(tmp_path / "bin", ours), _sleeper(tmp_path / "bin", other)
     try:
-        deadline = time.monotonic() + 20
-        while not local_orphans(ours) and time.monotonic() < deadline:
-            time.sleep(0.1)  # its /proc entry shows the final command line once exec'd
+        _wait_listed(lambda: local_orphans(ours), "the mtpd process")
         assert [o.id for o in local_orphans(ours)] == [str(mine.pid)]
         said: list[str] = []
         stopped = stop_orphans(ours, slurm=False, log=said.append, interval=0.1)
@@ -55,6 +61,24 @@ def test_only_this_directorys_mtpd_processes_are_stopped(tmp_path):
         assert stop_orphans(ours, slurm=False, log=said.append) == []
     finally:
         for p in (mine, theirs):
+            p.kill()
+            p.wait()
+
+
+def test_nothing_is_stopped_while_another_snakemake_runs_here(tmp_path):
+    """Snakemake locks outputs, not directories: a live run for other targets may share the
+    directory, and its jobs are not orphans."""
+    job = _sleeper(tmp_path / "bin", tmp_path)
+    other = _sleeper(tmp_path / "bin", tmp_path, name="snakemake")
+    try:
+        _wait_listed(lambda: local_orphans(tmp_path), "the mtpd process")
+        _wait_listed(lambda: other_snakemakes(tmp_path), "the other Snakemake")
+        assert other_snakemakes(tmp_path) == [str(other.pid)]
+        said: list[str] = []
+        assert stop_orphans(tmp_path, slurm=False, log=said.append) == []
+        assert job.poll() is None and f"another Snakemake runs in {tmp_path}" in said[0]
+    finally:
+        for p in (job, other):
             p.kill()
             p.wait()
 
