@@ -26,6 +26,11 @@ class CheckpointError(MtpdError):
     """A checkpoint is missing, corrupt, unsafe or of the wrong kind; the message names it."""
 
 
+class ResultsError(MtpdError):
+    """A results tree that `mtpd tables` cannot read or finds incomplete; the message names the
+    file and the job that writes it."""
+
+
 class BGSError(MtpdError):
     """A Backward Greedy Selection state file is missing, inconsistent or from the wrong split."""
 

@@ -1,7 +1,8 @@
-"""The evaluation entry point: inference with a model checkpoint, then pycocotools COCOeval.
+"""The evaluation entry point: inference with a model checkpoint, then COCO evaluation.
 
-Predictions are converted to COCO result format (boxes in xywh, masks as RLE) and scored with
-pycocotools directly, so the same code scores offline AP and, later, pooled streaming AP.
+Predictions are converted to COCO result format (boxes in xywh, masks as RLE) and scored by the
+COCO evaluator (`evaluation.backend`: faster-coco-eval by default, pycocotools the reference),
+so the same code scores offline AP and, later, pooled streaming AP.
 Writes a metrics JSON: AP, AP50, AP75, APs, APm, APl (box) and the same with a `mask_` prefix
 when the model predicts masks, plus what the checkpoint says about how it was trained and the
 ground-truth file scored against (the checked copy's: `mtpd.data.checked`). What the

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from mtpd.errors import ResultsError
 from mtpd.io import atomic_write_text, atomic_write_with
 from mtpd.layout import ROOT, Layout, describe, metrics_path, stream_path
 
@@ -38,7 +39,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} cannot be read ({e}); re-run the rule that writes it") from e
+        raise ResultsError(f"{path} cannot be read ({e}); re-run the rule that writes it") from e
 
 
 def experiment_layout(exp_dir: Path) -> tuple[Layout, dict[str, Any]]:
@@ -382,11 +383,11 @@ def write_experiment_tables(exp_dir: str | Path) -> pd.DataFrame:
     tables, plots = Path(layout.tables_dir()), Path(layout.plots_dir())
     df = runs(exp_dir)
     if df.empty:
-        raise ValueError(f"{exp_dir} holds no metrics on the '{config['evaluation']['split']}' "
+        raise ResultsError(f"{exp_dir} holds no metrics on the '{config['evaluation']['split']}' "
                          "split yet; run the pipeline first")
     cost_file = Path(layout.cost_file())
     if not cost_file.is_file():
-        raise ValueError(f"{cost_file} is missing (each network's parameters, GFLOPs and "
+        raise ResultsError(f"{cost_file} is missing (each network's parameters, GFLOPs and "
                          "latency); run the pipeline's measure_cost job first")
     cost = read_json(cost_file)
     main = add_cost_columns(main_table(df), cost)
@@ -423,7 +424,7 @@ def write_experiment_tables(exp_dir: str | Path) -> pd.DataFrame:
                                   config["streaming"]["enabled"])
     missing = [f for f in expected if not Path(f).is_file()]
     if missing:
-        raise ValueError(f"tables of {exp_dir} are incomplete (no {', '.join(missing)}); "
+        raise ResultsError(f"tables of {exp_dir} are incomplete (no {', '.join(missing)}); "
                          "run the pipeline to the end first")
     return main
 
@@ -437,7 +438,7 @@ def write_tables(path: str | Path) -> list[Path]:
         return [path]
     experiments = sorted(p.parent for p in path.glob("*/experiment.json"))
     if not experiments:
-        raise ValueError(f"{path} is neither an experiment directory (with experiment.json) "
+        raise ResultsError(f"{path} is neither an experiment directory (with experiment.json) "
                          f"nor a results root holding some (e.g. {ROOT}/)")
     mains = [write_experiment_tables(e).assign(experiment=e.name) for e in experiments]
     summary = pd.concat(mains, ignore_index=True)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from mtpd.errors import DatasetError
 from mtpd.io import atomic_dir, atomic_write_json
 
 SHAPES = ("disk", "square", "triangle", "cross")
@@ -63,7 +64,7 @@ class ShapesSpec:
         values = default("dataset.shapes") | settings
         unknown = set(values) - set(cls.SETTINGS)
         if unknown:
-            raise ValueError(f"unknown shapes settings {sorted(unknown)}; known: {cls.SETTINGS}")
+            raise DatasetError(f"unknown shapes settings {sorted(unknown)}; known: {cls.SETTINGS}")
         for key in ("shapes", "textures"):
             if isinstance(values[key], str):
                 values[key] = tuple(values[key].split(","))
@@ -84,7 +85,7 @@ class ShapesSpec:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid shapes dataset parameters {bad} in {asdict(self)} "
+            raise DatasetError(f"invalid shapes dataset parameters {bad} in {asdict(self)} "
                              f"(shapes from {SHAPES}, textures from {TEXTURES})")
 
     def class_names(self) -> list[str]:

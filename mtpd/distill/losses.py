@@ -1,7 +1,7 @@
 """Feature-distillation losses, one module each, applied per FPN level.
 
 Every loss takes a student feature already mapped to the teacher's channel count (by the
-adapter, `mtpd.distill.adapters`) and a teacher feature of the same shape (N, C, H, W), and
+adapter, `mtpd.distill.align.Adapter`) and a teacher feature of the same shape (N, C, H, W), and
 returns a scalar already multiplied by its `loss_weight`. Normalisations are written out as
 published so that they can be checked by hand (tests/test_losses.py does).
 """
