@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: creates .venv with CPU torch, mmcv 2.1.0 built with its ops, and mtpd.
 # A second run checks a stamp and returns in seconds. Called by `make demo` and `make test`.
-# On a GPU cluster use environment.yml instead (see README).
+# On a GPU cluster use environment.yml instead (see workflow/profiles/slurm/README.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}

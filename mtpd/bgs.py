@@ -1,6 +1,6 @@
 """Backward Greedy Selection (BGS): which teachers to use, and in what order.
 
-Our reading of the paper's Algorithm 1 (documented in the README):
+Our reading of the paper's Algorithm 1 (documented in mtpd/README.md):
 
 1. The last stage is the target teacher (given, or the teacher with the best proxy-split AP).
 2. Work backwards. In each round, for every unused candidate c, the chain `[c] + order` is

@@ -379,8 +379,9 @@ def _gpu_arguments(s: argparse.ArgumentParser, nproc_help: str | None = None) ->
     g = s.add_mutually_exclusive_group()
     g.add_argument("--gpus", type=int, metavar="N",
                    help=f"GPUs the job asked for (its rule's gpu resource); runs {runs} it is "
-                        "given by SLURM, else claims on this machine (README: 'One GPU "
-                        "server'); on the CPU with 0, or with no GPU here")
+                        "given by SLURM, else claims on this machine (the cluster guide, "
+                        "workflow/profiles/slurm/README.md: 'One GPU server'); on the CPU "
+                        "with 0, or with no GPU here")
     if nproc_help:
         g.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
 

@@ -2,7 +2,7 @@
 # small shapes data. `mtpd train --epochs N` rescales the epoch-based milestones.
 # AdamW rather than the paper's SGD: the embedded default trains for a few hundred iterations
 # from crop-pretrained backbones, where SGD (lr 0.02) reached box AP 0.4 after 8 epochs and
-# AdamW 3.6-5.1 (measured on this data; see the README). COCO configs keep their own optimizer.
+# AdamW 3.6-5.1 (measured on this data; see benchmarks/README.md). COCO configs keep their own optimizer.
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=100)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
