@@ -87,10 +87,11 @@ def _is_mtpd(argv: list[str]) -> bool:
 
 
 def _is_snakemake(argv: list[str]) -> bool:
-    """A Snakemake that schedules jobs (not the one a SLURM job runs its step with)."""
+    """A Snakemake that schedules jobs, not one that runs a job: Snakemake starts those (inside
+    SLURM jobs, and in subprocesses) with `--target-jobs`."""
     named = (Path(argv[0]).name == "snakemake" or (len(argv) > 1
              and Path(argv[1]).name == "snakemake") or argv[1:3] == ["-m", "snakemake"])
-    return named and not any("jobstep" in a for a in argv)
+    return named and "--target-jobs" not in argv
 
 
 def _ancestors(proc: Path) -> set[int]:

@@ -15,17 +15,23 @@ import yaml
 
 from conftest import (ONE_THREAD, SNAKEMAKE, CheckpointWatch, train_command, user_env,
                       wait_for, workdir)
-from mtpd.orphans import _is_mtpd, local_orphans, other_snakemakes, stop_orphans
+from mtpd.orphans import (_is_mtpd, _is_snakemake, local_orphans, other_snakemakes,
+                          stop_orphans)
 
 E6 = "results/tiny/seed0/baseline/e6/model.pth"  # the student alone, 6 epochs: long enough
 
 
-def test_mtpd_command_lines_are_recognised():
+def test_command_lines_are_recognised():
     assert _is_mtpd(["/venv/bin/mtpd", "train"])
     assert _is_mtpd(["/usr/bin/python3", "/venv/bin/mtpd", "evaluate"])
     assert _is_mtpd(["python", "-m", "mtpd", "stream"])
     assert not _is_mtpd(["python", "-m", "snakemake", "--cores", "2"])
     assert not _is_mtpd(["bash", "-c", "mtpd train --out x > log"])  # its shell: not a writer
+    assert _is_snakemake(["python", "-m", "snakemake", "--cores", "2"])
+    # the Snakemake a job runs in (a SLURM job step, a subprocess) schedules nothing
+    assert not _is_snakemake(["python", "-m", "snakemake", "--target-jobs", "train:seed=0",
+                              "--executor", "slurm-jobstep"])
+    assert not _is_snakemake(["python", "-m", "snakemake", "--target-jobs", "train:seed=0"])
 
 
 def _sleeper(bin_dir: Path, cwd: Path, name: str = "mtpd") -> subprocess.Popen:
