@@ -34,6 +34,11 @@ from pathlib import Path, PurePosixPath
 ROOT = "results"
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 CHAIN = rf"{NAME}(?:/{NAME})*"
+MODEL = "model.pth"  # a model's checkpoint, in the directory that says what the model is
+# The directory of a progressive stage, under any results root (its final stage is exported).
+PROGRESSIVE_DIR = rf".+/seed\d+/progressive/{CHAIN}"
+# A student model's directory under its seed's (baseline, direct, progressive or proxy run).
+STUDENT_RUN = rf"baseline/e\d+|direct/{NAME}/e\d+|(?:progressive|proxy)/{CHAIN}"
 SCHEDULES = ("progressive", "proxy")  # full stages, and BGS's short proxy stages
 STUDENT_METHODS = ("baseline", "direct") + SCHEDULES
 
@@ -63,6 +68,16 @@ def stream_path(model: str, dataset: str, split: str, scale: float | str) -> str
     return str(PurePosixPath(model).with_name(f"stream_{dataset}_{split}_s{scale}.json"))
 
 
+def stream_log(model: str, dataset: str, split: str, scale: float | str) -> str:
+    """The log of the job that writes that streaming record, beside it."""
+    return str(PurePosixPath(stream_path(model, dataset, split, scale)).with_suffix(".log"))
+
+
+def model_in(directory: str) -> str:
+    """The checkpoint of the model whose directory is `directory`."""
+    return f"{directory}/{MODEL}"
+
+
 def onnx_path(model: str) -> str:
     """A model's ONNX export (`mtpd export`), beside its checkpoint."""
     return str(PurePosixPath(model).with_name("model.onnx"))
@@ -84,6 +99,15 @@ class Layout:
     # --- shared by every experiment on the same dataset -------------------------------------
     def dataset_dir(self) -> str:
         return f"{self.root}/data/{self.dataset}"
+
+    def dataset_log(self) -> str:
+        """The log of the job that makes or describes the dataset (beside its directory, which
+        the generators write as a whole)."""
+        return f"{self.dataset_dir()}.log"
+
+    def dataset_spec(self) -> str:
+        """What a generated dataset was made from."""
+        return f"{self.dataset_dir()}/spec.json"
 
     def dataset_manifest(self) -> str:
         """The manifest as made (generated data) or described (COCO-format data)."""
@@ -132,6 +156,10 @@ class Layout:
 
     def seed_dir(self, seed: int | str) -> str:
         return f"{self.experiment_dir()}/seed{seed}"
+
+    def student_model(self, seed: int | str, run: str) -> str:
+        """Any student model: `run` is its directory under the seed's (`STUDENT_RUN`)."""
+        return f"{self.seed_dir(seed)}/{run}/model.pth"
 
     def baseline_model(self, seed: int | str, epochs: int | str) -> str:
         return f"{self.seed_dir(seed)}/baseline/e{epochs}/model.pth"

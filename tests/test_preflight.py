@@ -43,7 +43,7 @@ def manifest_for(config: dict, tmp_path: Path, shapes_data: Path) -> Path:
 
 
 def input_size(config: dict) -> tuple[int, int] | None:
-    """What the training jobs get (common.smk's get_input_size_flag)."""
+    """What the training jobs get (mtpd.plan.Plan.input_size_flag)."""
     if config["dataset"]["kind"] != "argoverse":
         return None
     return scale_to_size(config["dataset"]["argoverse"]["input_scale"])

@@ -61,7 +61,7 @@ def carve(manifest_path: str | Path, out: str | Path, *, proxy_images: int,
         raw["splits"][name] = {"ann_file": str(path.resolve()), "img_dir": str(source.img_dir)}
     raw["carved"] = {"from": split, "seed": seed, "proxy_images": len(proxy),
                      "proxy_train_images": len(rest)}
-    # what was asked for: experiments sharing the dataset must ask for the same (common.smk)
+    # what was asked for: experiments sharing the dataset must ask for the same (mtpd/plan.py)
     raw["carve_settings"] = carve_settings(proxy_images, train_images, seed)
     atomic_write_json(out, raw)
     return raw["carved"]

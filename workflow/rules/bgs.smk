@@ -6,7 +6,7 @@
 
 checkpoint bgs_target:
     input:
-        metrics=get_bgs_target_metrics,
+        metrics=PLAN.bgs_target_metrics(),
     output:
         state=LAYOUT.bgs_file("{seed}", "target"),
     log:
@@ -24,7 +24,7 @@ checkpoint bgs_target:
 
 checkpoint bgs_round:
     input:
-        previous=get_previous_state,
+        previous=lambda w: PLAN.bgs_previous_state(w.seed, int(w.r)),
         metrics=get_round_metrics,
     output:
         state=LAYOUT.bgs_file("{seed}", "round_{r}"),
@@ -67,7 +67,7 @@ rule bgs_exhaustive:
 checkpoint bgs_result:
     input:
         rounds=get_bgs_round_files,
-        exhaustive=get_bgs_exhaustive,
+        exhaustive=lambda w: PLAN.bgs_exhaustive(w.seed),
     output:
         state=LAYOUT.bgs_file("{seed}", "result"),
     log:
@@ -76,7 +76,9 @@ checkpoint bgs_result:
     params:
         pool=",".join(BGS["pool"]),
         max_stages=BGS["max_stages"],
-        exhaustive=get_exhaustive_flag,
+        exhaustive=lambda w, input: (
+            f"--exhaustive {input.exhaustive[0]}" if input.exhaustive else ""
+        ),
     shell:
         "mtpd bgs result --rounds {input.rounds:q} --pool {params.pool} "
         "--max-stages {params.max_stages} {params.exhaustive} --out {output.state:q} "

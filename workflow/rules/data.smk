@@ -8,10 +8,10 @@ if config["dataset"]["kind"] == "shapes":
         output:
             manifest=LAYOUT.dataset_manifest(),
         log:
-            f"{LAYOUT.dataset_dir()}.log",
+            LAYOUT.dataset_log(),
         params:
-            out_dir=lambda w, output: os.path.dirname(output.manifest),
-            args=get_shapes_args(),
+            out_dir=unrecorded(LAYOUT.dataset_dir()),
+            args=PLAN.shapes_args(),
         shell:
             "mtpd data shapes --out {params.out_dir:q} {params.args} > {log:q} 2>&1"
 
@@ -21,11 +21,11 @@ elif config["dataset"]["kind"] == "argoverse":
         output:
             manifest=LAYOUT.dataset_manifest(),
         log:
-            f"{LAYOUT.dataset_dir()}.log",
+            LAYOUT.dataset_log(),
         params:
             name=config["dataset"]["name"],
             root=config["dataset"]["argoverse"]["data_root"],
-            splits=get_argoverse_split_args(config["dataset"]["argoverse"]["splits"]),
+            splits=PLAN.argoverse_split_args(),
         shell:
             "mtpd data argoverse --out {output.manifest:q} --name {params.name} "
             "--data-root {params.root:q} {params.splits} > {log:q} 2>&1"
@@ -36,11 +36,11 @@ else:
         output:
             manifest=LAYOUT.dataset_manifest(),
         log:
-            f"{LAYOUT.dataset_dir()}.log",
+            LAYOUT.dataset_log(),
         params:
             name=config["dataset"]["name"],
             root=config["dataset"]["coco"]["data_root"],
-            splits=get_coco_split_args(),
+            splits=PLAN.coco_split_args(),
         shell:
             "mtpd data manifest --out {output.manifest:q} --name {params.name} "
             "--data-root {params.root:q} {params.splits} > {log:q} 2>&1"
@@ -52,10 +52,10 @@ if STREAM["enabled"] and STREAM["dataset"]["kind"] == "sequences":
         output:
             manifest=STREAM_LAYOUT.dataset_manifest(),
         log:
-            f"{STREAM_LAYOUT.dataset_dir()}.log",
+            STREAM_LAYOUT.dataset_log(),
         params:
-            out_dir=lambda w, output: os.path.dirname(output.manifest),
-            args=get_sequences_args(),
+            out_dir=unrecorded(STREAM_LAYOUT.dataset_dir()),
+            args=PLAN.sequences_args(),
         shell:
             "mtpd data sequences --out {params.out_dir:q} {params.args} > {log:q} 2>&1"
 
@@ -65,13 +65,11 @@ elif STREAM["enabled"]:
         output:
             manifest=STREAM_LAYOUT.dataset_manifest(),
         log:
-            f"{STREAM_LAYOUT.dataset_dir()}.log",
+            STREAM_LAYOUT.dataset_log(),
         params:
             name=STREAM["dataset"]["name"],
             root=STREAM["dataset"]["argoverse"]["data_root"],
-            splits=get_argoverse_split_args(
-                {STREAM["split"]: STREAM["dataset"]["argoverse"]["ann_file"]}
-            ),
+            splits=PLAN.stream_argoverse_split_args(),
         shell:
             "mtpd data argoverse --out {output.manifest:q} --name {params.name} "
             "--data-root {params.root:q} {params.splits} > {log:q} 2>&1"
@@ -87,11 +85,7 @@ rule carve_proxy:
     params:
         images=config["dataset"]["proxy"]["images"],
         seed=config["dataset"]["proxy"]["seed"],
-        train=(
-            f"--train-images {BGS['proxy_train_images']}"
-            if BGS["proxy_train_images"]
-            else ""
-        ),
+        train=PLAN.carve_train_flag(),
     shell:
         "mtpd data carve --dataset {input.manifest:q} --out {output.carved:q} "
         "--proxy-images {params.images} {params.train} --seed {params.seed} > {log:q} 2>&1"
@@ -99,13 +93,13 @@ rule carve_proxy:
 
 rule check_dataset:
     input:
-        manifest=get_manifest_to_check,
+        manifest=lambda w: PLAN.manifest_to_check(w.dataset),
     output:
         checked=ANY_DATASET.checked_manifest(),
     log:
         log_path(ANY_DATASET.checked_manifest(), "check"),
     params:
-        drop=("--drop-bad-boxes" if config["dataset"]["drop_bad_boxes"] else ""),
+        drop=PLAN.drop_flag(),
     shell:
         "mtpd data check --dataset {input.manifest:q} --out {output.checked:q} {params.drop} "
         "> {log:q} 2>&1"
@@ -118,14 +112,14 @@ rule record_pretrain_spec:
         log_path(LAYOUT.pretrained_spec("{backbone}"), "record"),
     localrule: True
     params:
-        spec=lambda w: get_json_arg(get_pretrain_spec(w.backbone)),
+        spec=lambda w: json_arg(PLAN.pretrain_spec(w.backbone)),
     shell:
         "mtpd record --out {output.spec:q} --json {params.spec} > {log:q} 2>&1"
 
 
 rule pretrain_backbone:
     input:
-        data=get_dataset_manifest(),
+        data=get_checked_manifest(),
         spec=LAYOUT.pretrained_spec("{backbone}"),
         preflight=get_preflight(LAYOUT.pretrained_backbone("{backbone}")),
     output:
@@ -133,9 +127,9 @@ rule pretrain_backbone:
     log:
         log_path(LAYOUT.pretrained_backbone("{backbone}"), "pretrain"),
     resources:
-        **get_resources("train"),
+        **PLAN.resources("train"),
     params:
-        spec=lambda w: get_pretrain_spec(w.backbone),
+        spec=lambda w: PLAN.pretrain_spec(w.backbone),
     shell:
         "mtpd pretrain --config {params.spec[config]:q} --dataset {input.data:q} "
         "--out {output.backbone:q} --epochs {params.spec[epochs]} "

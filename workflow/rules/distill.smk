@@ -1,56 +1,59 @@
 # Step 3 (and the proxy trainings of step 2): the student alone, progressive distillation
 # stages (one teacher each, each stage starting from the previous stage's student) and direct
-# single-teacher distillation. Every one is `train_teacher`'s command with other inputs.
+# single-teacher distillation, each with the training command of the teachers (`TRAIN`).
 # A stage's path encodes its chain: .../progressive/a/b/model.pth is teacher b's stage, started
 # from .../progressive/a/model.pth, so chains that share a prefix share its files; .../proxy/...
 # holds the same chains trained with BGS's short proxy schedule.
 
 
-use rule train_teacher as train_baseline with:
+rule train_baseline:
     input:
-        data=get_dataset_manifest(),
-        backbone=get_pretrained(STUDENT),
+        data=get_checked_manifest(),
+        backbone=PLAN.pretrained(STUDENT),
         preflight=get_preflight(LAYOUT.baseline_model("{seed}", "{epochs}")),
     output:
         model=LAYOUT.baseline_model("{seed}", "{epochs}"),
     log:
         log_path(LAYOUT.baseline_model("{seed}", "{epochs}"), "train"),
+    resources:
+        **PLAN.resources("train"),
     params:
-        config=STUDENT["config"],
-        epochs=lambda w: w.epochs,
-        seed=lambda w: w.seed,
+        **get_train_params("baseline"),
+    shell:
+        TRAIN
 
 
-use rule train_teacher as distill_stage with:
+rule distill_stage:
     input:
-        unpack(get_stage_init),
-        data=get_dataset_manifest(),
-        teacher=lambda w: LAYOUT.teacher_model(get_stage_teacher(w)),
+        unpack(get_stage_start),
+        data=get_checked_manifest(),
+        teacher=lambda w: LAYOUT.teacher_model(PLAN.stage_teacher(w.chain)),
         preflight=get_preflight(LAYOUT.stage_model("{seed}", "{schedule}", "{chain}")),
     output:
         model=LAYOUT.stage_model("{seed}", "{schedule}", "{chain}"),
     log:
         log_path(LAYOUT.stage_model("{seed}", "{schedule}", "{chain}"), "train"),
+    resources:
+        **PLAN.resources("train"),
     params:
-        config=STUDENT["config"],
-        epochs=get_stage_epochs,
-        seed=lambda w: w.seed,
-        distill=lambda w: get_distill_flag(get_stage_teacher(w)),
-        options=get_stage_options,
+        **get_train_params("stage"),
+    shell:
+        TRAIN
 
 
-use rule train_teacher as distill_direct with:
+rule distill_direct:
     input:
-        data=get_dataset_manifest(),
+        data=get_checked_manifest(),
         teacher=lambda w: LAYOUT.teacher_model(w.teacher),
-        backbone=get_pretrained(STUDENT),
+        backbone=PLAN.pretrained(STUDENT),
         preflight=get_preflight(LAYOUT.direct_model("{seed}", "{teacher}", "{epochs}")),
     output:
         model=LAYOUT.direct_model("{seed}", "{teacher}", "{epochs}"),
     log:
         log_path(LAYOUT.direct_model("{seed}", "{teacher}", "{epochs}"), "train"),
+    resources:
+        **PLAN.resources("train"),
     params:
-        config=STUDENT["config"],
-        epochs=lambda w: w.epochs,
-        seed=lambda w: w.seed,
-        distill=lambda w: get_distill_flag(w.teacher),
+        **get_train_params("direct"),
+    shell:
+        TRAIN

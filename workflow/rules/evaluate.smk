@@ -3,20 +3,20 @@
 
 rule evaluate_teacher:
     input:
-        data=get_dataset_manifest(),
+        data=get_checked_manifest(),
         model=LAYOUT.teacher_model("{teacher}"),
     output:
         metrics=metrics_path(LAYOUT.teacher_model("{teacher}"), "{split}"),
     log:
         log_path(LAYOUT.teacher_model("{teacher}"), "evaluate_{split}"),
     resources:
-        **get_resources("evaluate"),
+        **PLAN.resources("evaluate"),
     params:
-        config=get_teacher_config,
+        config=lambda w: TEACHERS[w.teacher]["config"],
         backend=config["evaluation"]["backend"],
-        input_size=get_input_size_flag(),
+        input_size=PLAN.input_size_flag(),
         classes=lambda w: TEACHERS[w.teacher]["classes"],
-        check=get_teacher_check,
+        check=lambda w: PLAN.teacher_check(w.teacher, w.split),
     shell:
         "mtpd evaluate --config {params.config:q} --checkpoint {input.model:q} "
         "--dataset {input.data:q} --split {wildcards.split} --out {output.metrics:q} "
@@ -26,14 +26,14 @@ rule evaluate_teacher:
 
 use rule evaluate_teacher as evaluate_student with:
     input:
-        data=get_dataset_manifest(),
-        model=f"{LAYOUT.seed_dir('{seed}')}/{{model}}/model.pth",
+        data=get_checked_manifest(),
+        model=LAYOUT.student_model("{seed}", "{run}"),
     output:
-        metrics=f"{LAYOUT.seed_dir('{seed}')}/{{model}}/metrics_{{split}}.json",
+        metrics=metrics_path(LAYOUT.student_model("{seed}", "{run}"), "{split}"),
     log:
-        f"{LAYOUT.seed_dir('{seed}')}/{{model}}/evaluate_{{split}}.log",
+        log_path(LAYOUT.student_model("{seed}", "{run}"), "evaluate_{split}"),
     wildcard_constraints:
-        model=rf"baseline/e\d+|direct/{NAME}/e\d+|(progressive|proxy)/{CHAIN}",
+        run=STUDENT_RUN,
     params:
         config=STUDENT["config"],
         classes="dataset",
@@ -44,15 +44,15 @@ use rule evaluate_teacher as evaluate_student with:
 # parameters and GFLOPs counted; the tables and every streaming run of a network use this.
 rule measure_cost:
     input:
-        **get_cost_inputs(),
+        **PLAN.cost_inputs(),
     output:
         cost=LAYOUT.cost_file(),
     log:
         log_path(LAYOUT.cost_file(), "cost"),
     resources:
-        **get_resources("evaluate"),
+        **PLAN.resources("evaluate"),
     params:
-        args=get_cost_args(),
+        args=PLAN.cost_args(),
     shell:
         "mtpd cost --dataset {input.data:q} {params.args} --out {output.cost:q} "
         "--gpus {resources.gpu} > {log:q} 2>&1"

@@ -5,18 +5,18 @@
 
 rule export_onnx:
     input:
-        data=get_dataset_manifest(),
-        model="{prefix}/model.pth",
+        data=get_checked_manifest(),
+        model=model_in("{stage_dir}"),
     output:
-        onnx=onnx_path("{prefix}/model.pth"),
+        onnx=onnx_path(model_in("{stage_dir}")),
     log:
-        log_path(onnx_path("{prefix}/model.pth"), "export"),
+        log_path(onnx_path(model_in("{stage_dir}")), "export"),
     wildcard_constraints:
-        prefix=rf".+/seed\d+/progressive/{CHAIN}",
+        stage_dir=PROGRESSIVE_DIR,
     params:
         config=STUDENT["config"],
         split=EVAL_SPLIT,
-        input_size=get_input_size_flag(),
+        input_size=PLAN.input_size_flag(),
     shell:
         "mtpd export --config {params.config:q} --checkpoint {input.model:q} "
         "--dataset {input.data:q} --split {params.split} {params.input_size} "

@@ -9,12 +9,12 @@ checkpoint preflight:
         experiment=LAYOUT.experiment_file(),
         dataset=LAYOUT.dataset_manifest(),
     output:
-        report=get_preflight_report(),
+        report=PLAN.preflight_report(),
     log:
-        log_path(get_preflight_report(), "preflight"),
+        log_path(PLAN.preflight_report(), "preflight"),
     localrule: True
     params:
-        input_size=get_input_size_flag(),
+        input_size=PLAN.input_size_flag(),
     shell:
         "mtpd preflight --experiment {input.experiment:q} --dataset {input.dataset:q} "
         "--out {output.report:q} {params.input_size} > {log:q} 2>&1"

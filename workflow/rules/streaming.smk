@@ -5,28 +5,23 @@
 
 rule stream_model:
     input:
-        unpack(get_stream_inputs),
+        unpack(lambda w: PLAN.stream_inputs(model_in(w.model_dir))),
     output:
-        record=stream_path(
-            "{prefix}/model.pth", STREAM["dataset"]["name"], STREAM["split"], "{scale}"
-        ),
+        record=PLAN.stream_record(model_in("{model_dir}"), "{scale}"),
     log:
-        stream_path(
-            "{prefix}/model.pth", STREAM["dataset"]["name"], STREAM["split"], "{scale}"
-        )
-        + ".log",
+        PLAN.stream_record_log(model_in("{model_dir}"), "{scale}"),
     wildcard_constraints:
-        prefix=r".+",
+        model_dir=r".+",
         scale=r"[0-9.]+",
     resources:
-        **get_resources("evaluate"),
+        **PLAN.resources("evaluate"),
     params:
-        settings=get_stream_settings,
+        settings=lambda w: PLAN.stream_settings(model_in(w.model_dir)),
         split=STREAM["split"],
-        latency=get_stream_latency_args,
+        latency=lambda w: PLAN.stream_latency_args(model_in(w.model_dir)),
         perf_factor=STREAM["perf_factor"],
         fps=STREAM["fps"],
-        seed=SEEDS[0],
+        seed=PLAN.seeds[0],
     shell:
         "mtpd stream --config {params.settings[config]:q} --checkpoint {input.model:q} "
         "--dataset {input.data:q} --split {params.split} --scale {wildcards.scale} "

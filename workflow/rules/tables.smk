@@ -9,7 +9,7 @@ rule describe_experiment:
         log_path(LAYOUT.experiment_file(), "describe"),
     localrule: True
     params:
-        config=get_json_arg(config),
+        config=json_arg(config),
     shell:
         "mtpd record --out {output.experiment:q} --json {params.config} > {log:q} 2>&1"
 
@@ -18,11 +18,11 @@ rule tables:
     input:
         unpack(get_tables_inputs),
     output:
-        [report(f, category="Results") for f in get_table_files()],
+        [report(f, category="Results") for f in PLAN.table_files()],
     log:
         log_path(LAYOUT.experiment_file(), "tables"),
     localrule: True
     params:
-        experiment_dir=lambda w, output: os.path.dirname(os.path.dirname(output[0])),
+        experiment_dir=unrecorded(LAYOUT.experiment_dir()),
     shell:
         "mtpd tables {params.experiment_dir:q} > {log:q} 2>&1"

@@ -9,39 +9,29 @@ rule record_teacher_spec:
         log_path(LAYOUT.teacher_spec("{teacher}"), "record"),
     localrule: True
     params:
-        spec=lambda w: get_json_arg(get_teacher_spec(w.teacher)),
+        spec=lambda w: json_arg(PLAN.teacher_spec(w.teacher)),
     shell:
         "mtpd record --out {output.spec:q} --json {params.spec} > {log:q} 2>&1"
 
 
-# Every training job runs this command; the student's rules (distill.smk) reuse it.
 rule train_teacher:
     input:
-        data=get_dataset_manifest(),
+        data=get_checked_manifest(),
         spec=LAYOUT.teacher_spec("{teacher}"),
-        backbone=get_teacher_backbone,
+        backbone=lambda w: PLAN.pretrained(TEACHERS[w.teacher]),
         preflight=get_preflight(LAYOUT.teacher_model("{teacher}")),
     output:
         model=LAYOUT.teacher_model("{teacher}"),
     log:
         log_path(LAYOUT.teacher_model("{teacher}"), "train"),
     wildcard_constraints:
-        teacher=alternation(TRAINED),
+        teacher=alternation(PLAN.trained),
     resources:
-        **get_resources("train"),
+        **PLAN.resources("train"),
     params:
-        config=get_teacher_config,
-        epochs=lambda w: TEACHERS[w.teacher]["epochs"],
-        seed=lambda w: TEACHERS[w.teacher]["seed"],
-        start=get_start_flag,
-        distill="",
-        options=get_train_options,
-        checkpoint_minutes=config["compute"]["checkpoint_minutes"],
+        **get_train_params("teacher"),
     shell:
-        "mtpd train --config {params.config:q} --dataset {input.data:q} "
-        "--out {output.model:q} --epochs {params.epochs} --seed {params.seed} {params.start} "
-        "{params.distill} {params.options} --gpus {resources.gpu} "
-        "--checkpoint-minutes {params.checkpoint_minutes} > {log:q} 2>&1"
+        TRAIN
 
 
 rule fetch_teacher:
@@ -52,7 +42,7 @@ rule fetch_teacher:
     log:
         log_path(LAYOUT.teacher_model("{teacher}"), "fetch"),
     wildcard_constraints:
-        teacher=alternation(FETCHED),
+        teacher=alternation(PLAN.fetched),
     params:
         source=lambda w: TEACHERS[w.teacher]["checkpoint"]["source"],
         sha256=lambda w: TEACHERS[w.teacher]["checkpoint"]["sha256"] or "",
