@@ -4,6 +4,7 @@ The rules, BGS and the tables all ask this module, so a path is spelled in one p
 
     results/
       data/<dataset>/dataset.json, checked.json       shared by every experiment on <dataset>
+      data/<dataset>.log                              the log of the job that made it
       pretrained/<dataset>/<backbone>/spec.json, backbone.pth
       teachers/<dataset>/<teacher>/spec.json, model.pth, metrics_<split>.json
       <experiment>/experiment.json                    the completed pipeline config
@@ -18,10 +19,10 @@ The rules, BGS and the tables all ask this module, so a path is spelled in one p
       logs/slurm/...                                  SLURM's own job logs (see the profile)
 
 Every model has `metrics_<split>.json` (and `stream_<dataset>_<split>_s<scale>.json` when
-streaming evaluation is on, `model.onnx` when exported) beside it and every job's log sits
-beside its output (`train.log`, `evaluate_<split>.log`, ...). A path says what a model is
-(`describe`), so `mtpd tables` needs nothing but the tree. Arguments may be Snakemake
-wildcards such as "{seed}"; the functions only format strings. No heavy imports: the
+streaming evaluation is on, `model.onnx` when exported) beside it, and every job's log sits
+beside its output (`train.log`, `evaluate_<split>.log`, `stream_<dataset>_<split>_s<scale>.log`,
+...). A path says what a model is (`describe`), so `mtpd tables` needs nothing but the tree.
+Arguments may be Snakemake wildcards such as "{seed}"; the functions only format strings. No heavy imports: the
 Snakefile loads this module.
 """
 from __future__ import annotations
@@ -137,7 +138,7 @@ class Layout:
         return f"{self.teacher_dir(teacher)}/spec.json"
 
     def teacher_model(self, teacher: str) -> str:
-        return f"{self.teacher_dir(teacher)}/model.pth"
+        return f"{self.teacher_dir(teacher)}/{MODEL}"
 
     # --- this experiment ---------------------------------------------------------------------
     def experiment_dir(self) -> str:
@@ -159,18 +160,18 @@ class Layout:
 
     def student_model(self, seed: int | str, run: str) -> str:
         """Any student model: `run` is its directory under the seed's (`STUDENT_RUN`)."""
-        return f"{self.seed_dir(seed)}/{run}/model.pth"
+        return f"{self.seed_dir(seed)}/{run}/{MODEL}"
 
     def baseline_model(self, seed: int | str, epochs: int | str) -> str:
-        return f"{self.seed_dir(seed)}/baseline/e{epochs}/model.pth"
+        return f"{self.seed_dir(seed)}/baseline/e{epochs}/{MODEL}"
 
     def stage_model(self, seed: int | str, schedule: str, chain: str | tuple[str, ...]) -> str:
         """Stage `len(chain)` of `chain`, on the full (`progressive`) or `proxy` schedule."""
         chain = chain if isinstance(chain, str) else chain_dir(chain)
-        return f"{self.seed_dir(seed)}/{schedule}/{chain}/model.pth"
+        return f"{self.seed_dir(seed)}/{schedule}/{chain}/{MODEL}"
 
     def direct_model(self, seed: int | str, teacher: str, epochs: int | str) -> str:
-        return f"{self.seed_dir(seed)}/direct/{teacher}/e{epochs}/model.pth"
+        return f"{self.seed_dir(seed)}/direct/{teacher}/e{epochs}/{MODEL}"
 
     def bgs_file(self, seed: int | str, step: str) -> str:
         """BGS state: step is `target`, `round_<r>`, `exhaustive` or `result`."""
