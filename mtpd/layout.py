@@ -22,8 +22,8 @@ Every model has `metrics_<split>.json` (and `stream_<dataset>_<split>_s<scale>.j
 streaming evaluation is on, `model.onnx` when exported) beside it, and every job's log sits
 beside its output (`train.log`, `evaluate_<split>.log`, `stream_<dataset>_<split>_s<scale>.log`,
 ...). A path says what a model is (`describe`), so `mtpd tables` needs nothing but the tree.
-Arguments may be Snakemake wildcards such as "{seed}"; the functions only format strings. No heavy imports: the
-Snakefile loads this module.
+Arguments may be Snakemake wildcards such as "{seed}"; the functions only format strings.
+No heavy imports: the Snakefile loads this module.
 """
 from __future__ import annotations
 
