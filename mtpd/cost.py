@@ -122,8 +122,8 @@ def plan_inputs(manifest: str, split: str, stream_manifest: str | None = None,
     split (a fraction of its native frame size, as `mtpd stream` resizes)."""
     inputs = [Input(EVAL_INPUT, manifest, split)]
     if scales:
-        from mtpd.data.argoverse import scale_to_size
         from mtpd.data.checked import load_checked
+        from mtpd.model_config import scale_to_size
         from mtpd.streaming import native_size
 
         ann_file = load_checked(stream_manifest).split(stream_split).ann_file

@@ -4,16 +4,20 @@
 stays unchanged; mtpd only overrides what a job must control: the dataset paths and classes
 (from a dataset manifest), `num_classes`, the number of epochs (epoch-based LR milestones are
 rescaled), the work directory, the seed and the initial weights.
+
+No MMEngine import at module level: the Snakefile imports `scale_to_size`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mmengine.config import Config, ConfigDict
-
+from mtpd.data.argoverse import NATIVE_SIZE
 from mtpd.data.manifest import DatasetManifest
 from mtpd.errors import ModelConfigError
+
+if TYPE_CHECKING:
+    from mmengine.config import Config, ConfigDict
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
 
@@ -48,6 +52,8 @@ def resolve_config_path(spec: str | Path) -> Path:
 
 
 def load_config(spec: str | Path) -> Config:
+    from mmengine.config import Config
+
     return Config.fromfile(str(resolve_config_path(spec)))
 
 
@@ -123,6 +129,17 @@ def set_input_size(cfg: Config, size: tuple[int, int]) -> int:
                 step.pop("ratio_range", None)
                 count += 1
     return count
+
+
+def scale_to_size(scale: float, native: tuple[int, int] = NATIVE_SIZE) -> tuple[int, int]:
+    """The input size (width, height) at `scale` x the native frame size: 0.5 -> (960, 600).
+
+    Streaming results are reported per input scale, a fraction of the frame size (not
+    MMDetection's 1333 x 800 default)."""
+    if not isinstance(scale, (int, float)) or not 0 < scale <= 2:
+        raise ModelConfigError(f"input scale {scale!r} is outside (0, 2]; give a fraction of the "
+                               f"native frame size {native[0]}x{native[1]}, e.g. 0.5")
+    return int(round(native[0] * scale)), int(round(native[1] * scale))
 
 
 def set_epochs(cfg: Config, epochs: int) -> None:

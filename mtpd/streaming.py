@@ -378,8 +378,8 @@ def run_streaming(model_config: str, checkpoint: str | Path, manifest_path: str 
     (`mtpd.cost`); `name` identifies the model in sweep tables."""
     import torch
 
-    from mtpd.data.argoverse import scale_to_size
     from mtpd.data.checked import load_checked
+    from mtpd.model_config import scale_to_size
 
     source = latency_source(latency)
     _check_perf_factor(perf_factor)
