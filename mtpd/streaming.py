@@ -17,7 +17,6 @@ evaluation over all frames of all sequences gives sAP (`streaming_ap`).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mtpd.data.manifest import read_annotation_file
 from mtpd.devices import device_name
 from mtpd.errors import DatasetError, ModelConfigError, MtpdError
 from mtpd.io import atomic_write_json, read_json_file
@@ -219,7 +219,7 @@ def streaming_ap(gt_file: str | Path, detections_by_frame: dict[int, list[dict]]
     scored in one pooled COCO evaluation; offline AP (each frame answers itself) beside it."""
     from mtpd.evaluate import coco_eval
 
-    gt_ids = {img["id"] for img in json.loads(Path(gt_file).read_text())["images"]}
+    gt_ids = {img["id"] for img in read_annotation_file(gt_file)["images"]}
     if set(matched) != gt_ids:
         raise ValueError(f"matched covers {len(matched)} frames, {gt_file} has {len(gt_ids)}; "
                          "give every ground-truth frame a match (None for no output)")
@@ -385,7 +385,7 @@ def run_streaming(model_config: str, checkpoint: str | Path, manifest_path: str 
     _check_perf_factor(perf_factor)
     manifest = load_checked(manifest_path)
     s = manifest.split(split)
-    gt = json.loads(s.ann_file.read_text())
+    gt = read_annotation_file(s.ann_file)
     sequences = sequences_of(gt)
     native = native_size(gt, s.ann_file)
     size = scale_to_size(scale, native)

@@ -17,7 +17,6 @@ it is (`mtpd.layout.describe`), so no Snakemake run or pipeline config is needed
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from mtpd.errors import ResultsError
-from mtpd.io import atomic_write_text, atomic_write_with
+from mtpd.io import atomic_write_text, atomic_write_with, read_json_file
 from mtpd.layout import ROOT, Layout, describe, metrics_path, stream_path
 
 STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "mask_AP"]
@@ -36,10 +35,8 @@ COST_COLUMNS = ["params_M", "GFLOPs", "latency_ms", "latency_p90_ms"]
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ResultsError(f"{path} cannot be read ({e}); re-run the rule that writes it") from e
+    """A result record, or a one-line ResultsError naming the file."""
+    return read_json_file(path, "result file", ResultsError, "re-run the rule that writes it")
 
 
 def experiment_layout(exp_dir: Path) -> tuple[Layout, dict[str, Any]]:
