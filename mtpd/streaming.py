@@ -434,33 +434,3 @@ def _latency_info(latency: Latency, source: str, perf_factor: float, seed: int,
         info["distribution_size"] = len(latency)  # type: ignore[arg-type]
     return info
 
-
-# --- tables ---------------------------------------------------------------------------------
-def sweep_table(records: Sequence[dict]) -> list[dict]:
-    """The best input scale per model by sAP (ties: the smaller scale), as in the paper's
-    streaming table; one row per model in order of first appearance, with sAP at every scale.
-
-    A model's records must share latency source and device: sAP from different devices (or
-    latency models) is not comparable."""
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        groups.setdefault(r["model"], []).append(r)
-    rows = []
-    for model, recs in groups.items():
-        kinds = {(r["latency"]["source"], r["latency"].get("device")) for r in recs}
-        if len(kinds) > 1:
-            raise MtpdError(f"the streaming records of {model} mix latency sources/devices "
-                            f"{sorted(map(str, kinds))}; compare scales on one device")
-        recs = sorted(recs, key=lambda r: r["scale"])
-        best = recs[0]
-        for r in recs[1:]:
-            if (r["sAP"] or 0.0) > (best["sAP"] or 0.0):
-                best = r
-        rows.append({"model": model, "best_scale": best["scale"],
-                     "input_size": best["input_size"], "sAP": best["sAP"], "AP": best["AP"],
-                     "runtime_mean_ms": best["runtime_ms"]["mean"],
-                     "latency": best["latency"]["source"],
-                     "latency_of": best["latency"].get("network") or "this checkpoint",
-                     "device": best["device"],
-                     "sAP_by_scale": {str(r["scale"]): r["sAP"] for r in recs}})
-    return rows
