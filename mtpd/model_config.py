@@ -10,6 +10,7 @@ No MMEngine import at module level: the Snakefile imports `scale_to_size`.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mtpd.data.argoverse import NATIVE_SIZE
@@ -93,24 +94,36 @@ def set_split(cfg: Config, loader_key: str, manifest: DatasetManifest, split: st
     ds["metainfo"] = dict(classes=tuple(manifest.classes))
 
 
-def set_num_classes(node: Any, num_classes: int, key: str | None = None) -> int:
+def class_heads(node: Any, key: str | None = None) -> Iterator[dict]:
+    """Every head of a model config that has `num_classes`, in config order, except the
+    class-agnostic RPN (`key`: the name `node` has in its parent)."""
+    if key == "rpn_head":
+        return
+    if isinstance(node, dict):
+        if key is not None and "num_classes" in node:
+            yield node
+        for k, v in node.items():
+            yield from class_heads(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            yield from class_heads(v, key)
+
+
+def set_num_classes(model_cfg: Any, num_classes: int) -> int:
     """Sets `num_classes` in every head of the detector except the class-agnostic RPN.
 
     Returns how many places were set, so callers can refuse a model with none.
     """
-    if key == "rpn_head":
-        return 0
-    count = 0
-    if isinstance(node, dict):
-        if key is not None and "num_classes" in node:
-            node["num_classes"] = num_classes
-            count += 1
-        for k, v in node.items():
-            count += set_num_classes(v, num_classes, k)
-    elif isinstance(node, list):
-        for v in node:
-            count += set_num_classes(v, num_classes, key)
-    return count
+    heads = list(class_heads(model_cfg))
+    for head in heads:
+        head["num_classes"] = num_classes
+    return len(heads)
+
+
+def config_num_classes(model_cfg: Any) -> int | None:
+    """The model config's own `num_classes` (its first head's but the RPN's), before mtpd
+    changes it; None when no head has one."""
+    return next((int(head["num_classes"]) for head in class_heads(model_cfg)), None)
 
 
 def set_input_size(cfg: Config, size: tuple[int, int]) -> int:

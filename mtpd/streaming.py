@@ -234,37 +234,19 @@ def streaming_ap(gt_file: str | Path, detections_by_frame: dict[int, list[dict]]
 
 
 # --- the runner -----------------------------------------------------------------------------
-def _config_num_classes(node: Any, key: str | None = None) -> int | None:
-    """The model config's own `num_classes` (first head but the RPN), before mtpd changes it."""
-    if key == "rpn_head":
-        return None
-    if isinstance(node, dict):
-        if key is not None and "num_classes" in node:
-            return int(node["num_classes"])
-        for k, v in node.items():
-            found = _config_num_classes(v, k)
-            if found is not None:
-                return found
-    elif isinstance(node, list):
-        for v in node:
-            found = _config_num_classes(v, key)
-            if found is not None:
-                return found
-    return None
-
-
 def build_frame_model(model_config: str, checkpoint: str | Path, manifest: Any, split: str,
                       class_map: dict[int, int] | None, device: str,
                       input_size: tuple[int, int] | None = None) -> tuple[Any, Any]:
     """The detector as offline evaluation builds it; with a class map the model keeps its
     config's own classes (e.g. COCO's 80), which must cover the map's labels."""
     from mtpd.evaluate import build_test_model
+    from mtpd.model_config import config_num_classes
 
     model, cfg = build_test_model(model_config, checkpoint, manifest, split, device,
                                   num_workers=0, input_size=input_size,
                                   keep_num_classes=class_map is not None)
     if class_map is not None:
-        own = _config_num_classes(cfg.model)
+        own = config_num_classes(cfg.model)
         if own is None or own <= max(class_map):
             raise ModelConfigError(f"{model_config}: the class map needs labels up to "
                                    f"{max(class_map)}, but the config's num_classes is {own}")
