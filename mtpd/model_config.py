@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from mmengine.config import Config, ConfigDict
 
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
+# Pipeline steps that resize the input; a registry scope (`mmdet.Resize`) is ignored.
+RESIZE_STEPS = ("Resize", "RandomResize", "RandomChoiceResize", "FixShapeResize")
 
 def mmdet_config_root() -> Path:
     """Where the installed MMDetection keeps its model-zoo configs (`mmdet/.mim/configs`)."""
@@ -126,22 +128,51 @@ def config_num_classes(model_cfg: Any) -> int | None:
     return next((int(head["num_classes"]) for head in class_heads(model_cfg)), None)
 
 
+def pipeline(cfg: Any, loader_key: str) -> list[dict]:
+    """The steps of a dataloader's pipeline (its dataset's, inside Repeat/ClassBalanced
+    wrappers), as the config's own dicts; none when the config lacks that dataloader."""
+    loader = cfg.get(loader_key)
+    if not loader or not loader.get("dataset"):
+        return []
+    return _inner_dataset(loader, loader_key).get("pipeline") or []
+
+
+def is_resize(step: dict) -> bool:
+    """Whether a pipeline step resizes the input (one of `RESIZE_STEPS`)."""
+    return str(step.get("type", "")).split(".")[-1] in RESIZE_STEPS
+
+
+def resize_steps(cfg: Any, *loader_keys: str) -> list[dict]:
+    """The steps that resize the input in these dataloaders' pipelines, in order; the config's
+    own dicts, so a caller may change them in place."""
+    return [step for key in loader_keys for step in pipeline(cfg, key) if is_resize(step)]
+
+
+def fixed_scale(step: dict) -> Any:
+    """The one scale a resize step resizes to: its `scale`, or a FixShapeResize's (width,
+    height); None for a random resize, which has no one scale."""
+    kind = str(step.get("type", "")).split(".")[-1]
+    if kind == "FixShapeResize":
+        return (step["width"], step["height"]) if "width" in step and "height" in step else None
+    return None if kind.startswith("Random") else step.get("scale")
+
+
+def make_fixed_resize(step: dict, size: tuple[int, int]) -> None:
+    """Turns a resize step, in place, into a Resize to `size` (width, height) that keeps the
+    aspect ratio; what made it random or fixed-shape goes."""
+    step["type"], step["scale"], step["keep_ratio"] = "Resize", tuple(size), True
+    for key in ("scales", "ratio_range", "width", "height", "pad_val"):
+        step.pop(key, None)
+
+
 def set_input_size(cfg: Config, size: tuple[int, int]) -> int:
-    """Sets every Resize of the train and test pipelines to `size` (width, height), keeping the
-    aspect ratio, as Argoverse-HD's input scales (fractions of 1920x1200) need. Returns how
+    """Sets every resize step of the train and test pipelines to `size` (width, height), keeping
+    the aspect ratio, as Argoverse-HD's input scales (fractions of 1920x1200) need. Returns how
     many were set, so callers can refuse a config with none."""
-    count = 0
-    for key in ("train_dataloader", "test_dataloader"):
-        loader = cfg.get(key)
-        if not loader:
-            continue
-        for step in _inner_dataset(loader, key).get("pipeline") or []:
-            if step.get("type") in ("Resize", "RandomResize", "RandomChoiceResize"):
-                step["type"], step["scale"], step["keep_ratio"] = "Resize", tuple(size), True
-                step.pop("scales", None)
-                step.pop("ratio_range", None)
-                count += 1
-    return count
+    steps = resize_steps(cfg, "train_dataloader", "test_dataloader")
+    for step in steps:
+        make_fixed_resize(step, size)
+    return len(steps)
 
 
 def scale_to_size(scale: float, native: tuple[int, int] = NATIVE_SIZE) -> tuple[int, int]:

@@ -258,19 +258,24 @@ def _short_type(step: dict) -> str:
 
 
 def frame_pipeline(cfg: Any, size: tuple[int, int] | None, model_config: str) -> Any:
-    """The test pipeline fed preloaded frames: image from an array, no annotations, and the
-    Resize scale set to `size` (width, height) keeping the aspect ratio (None: the config's)."""
+    """The test pipeline fed preloaded frames: image from an array, no annotations, and every
+    resize step (`mtpd.model_config.is_resize`) a Resize to `size` (width, height) keeping the
+    aspect ratio (None: the config's own steps)."""
     from mmengine.dataset import Compose
 
+    from mtpd.model_config import is_resize, make_fixed_resize, pipeline
+
     steps, resized = [], False
-    for step in cfg.test_dataloader.dataset.pipeline:
+    for step in pipeline(cfg, "test_dataloader"):
         kind = _short_type(step)
         if kind == "LoadImageFromFile":
             steps.append(dict(type="LoadImageFromNDArray"))
         elif kind == "LoadAnnotations":
             continue
-        elif kind == "Resize":
-            steps.append({**step, "scale": tuple(size), "keep_ratio": True} if size else dict(step))
+        elif is_resize(step):
+            steps.append(dict(step))
+            if size:
+                make_fixed_resize(steps[-1], size)
             resized = True
         else:
             steps.append(dict(step))
