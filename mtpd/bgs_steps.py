@@ -6,14 +6,13 @@ themselves are `mtpd.bgs`. No torch import here: these steps run as local rules.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mtpd.bgs import (Chain, RoundDecision, bgs_chains, cost_of, decide_round,
                       exhaustive_chains, pick_target, proxy_split_problem)
 from mtpd.errors import BGSError
-from mtpd.io import atomic_write_json
+from mtpd.io import atomic_write_json, read_json_file
 from mtpd.layout import describe
 
 # proxy name -> metrics key (higher is better)
@@ -21,13 +20,8 @@ PROXIES = {"box_ap": "AP", "feature_loss": "neg_feature_loss"}
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except OSError as e:
-        raise BGSError(f"BGS cannot read {path}: {e.strerror}; re-run the rule that writes it"
-                       ) from e
-    except json.JSONDecodeError as e:
-        raise BGSError(f"{path} is not valid JSON ({e}); delete it and re-run its rule") from e
+    """A record BGS reads (metrics, rounds), or a one-line BGSError naming the file."""
+    return read_json_file(path, "BGS input", BGSError, "re-run the rule that writes it")
 
 
 def _proxy_record(path: str, evaluation_split: str) -> dict[str, Any]:

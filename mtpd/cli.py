@@ -340,50 +340,53 @@ def _bgs_parsers(sub: argparse._SubParsersAction) -> None:
         dest="bgs_command", required=True)
 
     def step(name: str, help: str, func: Any) -> argparse.ArgumentParser:
-        s = bgs.add_parser(name, help=help)
-        s.add_argument("--out", required=True)
-        s.set_defaults(func=func)
-        return s
+        parser = bgs.add_parser(name, help=help)
+        parser.add_argument("--out", required=True)
+        parser.set_defaults(func=func)
+        return parser
 
-    s = step("target", "fix the last stage's teacher", cmd_bgs_target)
-    s.add_argument("--pool", required=True, help="comma-separated teacher names")
-    s.add_argument("--target", required=True, help="a teacher name, or 'best'")
-    s.add_argument("--metrics", nargs="*", default=[], help="teachers' proxy-split metrics")
-    s.add_argument("--evaluation-split", required=True, help="never scored by BGS")
-    s = step("round", "one round: prepend the best candidate or stop", cmd_bgs_round)
-    s.add_argument("--round", type=int, required=True)
-    s.add_argument("--pool", required=True)
-    s.add_argument("--previous", required=True, help="target JSON (round 1) or previous round")
-    s.add_argument("--metrics", nargs="*", default=[], help="proxy metrics of its chains")
-    s.add_argument("--proxy", required=True, choices=["box_ap", "feature_loss"])
-    s.add_argument("--margin", type=float, required=True)
-    s.add_argument("--max-stages", type=int, required=True)
-    s.add_argument("--evaluation-split", required=True)
-    s.add_argument("--control", required=True, choices=["none", "repeat_first"],
-                   help="the bar: the current order, or it with its first teacher repeated")
-    s = step("result", "the chosen order, the round log and the search cost", cmd_bgs_result)
-    s.add_argument("--rounds", nargs="+", required=True)
-    s.add_argument("--pool", required=True)
-    s.add_argument("--max-stages", type=int, required=True)
-    s.add_argument("--exhaustive", help="the exhaustive ranking to include")
-    s = step("exhaustive", "rank every scored chain", cmd_bgs_exhaustive)
-    s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--proxy", required=True, choices=["box_ap", "feature_loss"])
-    s.add_argument("--evaluation-split", required=True)
+    bgs_target = step("target", "fix the last stage's teacher", cmd_bgs_target)
+    bgs_target.add_argument("--pool", required=True, help="comma-separated teacher names")
+    bgs_target.add_argument("--target", required=True, help="a teacher name, or 'best'")
+    bgs_target.add_argument("--metrics", nargs="*", default=[],
+                            help="teachers' proxy-split metrics")
+    bgs_target.add_argument("--evaluation-split", required=True, help="never scored by BGS")
+    bgs_round = step("round", "one round: prepend the best candidate or stop", cmd_bgs_round)
+    bgs_round.add_argument("--round", type=int, required=True)
+    bgs_round.add_argument("--pool", required=True)
+    bgs_round.add_argument("--previous", required=True,
+                           help="target JSON (round 1) or previous round")
+    bgs_round.add_argument("--metrics", nargs="*", default=[], help="proxy metrics of its chains")
+    bgs_round.add_argument("--proxy", required=True, choices=["box_ap", "feature_loss"])
+    bgs_round.add_argument("--margin", type=float, required=True)
+    bgs_round.add_argument("--max-stages", type=int, required=True)
+    bgs_round.add_argument("--evaluation-split", required=True)
+    bgs_round.add_argument("--control", required=True, choices=["none", "repeat_first"],
+                           help="the bar: the current order, or it with its first teacher repeated")
+    bgs_result = step("result", "the chosen order, the round log and the search cost",
+                      cmd_bgs_result)
+    bgs_result.add_argument("--rounds", nargs="+", required=True)
+    bgs_result.add_argument("--pool", required=True)
+    bgs_result.add_argument("--max-stages", type=int, required=True)
+    bgs_result.add_argument("--exhaustive", help="the exhaustive ranking to include")
+    bgs_exhaustive = step("exhaustive", "rank every scored chain", cmd_bgs_exhaustive)
+    bgs_exhaustive.add_argument("--metrics", nargs="+", required=True)
+    bgs_exhaustive.add_argument("--proxy", required=True, choices=["box_ap", "feature_loss"])
+    bgs_exhaustive.add_argument("--evaluation-split", required=True)
 
 
-def _gpu_arguments(s: argparse.ArgumentParser, nproc_help: str | None = None) -> None:
+def _gpu_arguments(parser: argparse.ArgumentParser, nproc_help: str | None = None) -> None:
     """--gpus (what the rule asked for) and, for commands that run several processes, --nproc
     (CPU processes, no GPU assignment); neither: one process, devices left as they are."""
     runs = "one process per device" if nproc_help else "one process, on the first of the devices"
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--gpus", type=int, metavar="N",
-                   help=f"GPUs the job asked for (its rule's gpu resource); runs {runs} it is "
-                        "given by SLURM, else claims on this machine (the cluster guide, "
-                        "workflow/profiles/slurm/README.md: 'One GPU server'); on the CPU "
-                        "with 0, or with no GPU here")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--gpus", type=int, metavar="N",
+                       help=f"GPUs the job asked for (its rule's gpu resource); runs {runs} it is "
+                            "given by SLURM, else claims on this machine (the cluster guide, "
+                            "workflow/profiles/slurm/README.md: 'One GPU server'); on the CPU "
+                            "with 0, or with no GPU here")
     if nproc_help:
-        g.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
+        group.add_argument("--nproc", type=int, default=1, metavar="N", help=nproc_help)
 
 
 SEQUENCE_SETTINGS = {"num_val": int, "frames": int, "width": int, "height": int,
@@ -392,204 +395,219 @@ SEQUENCE_SETTINGS = {"num_val": int, "frames": int, "width": int, "height": int,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtpd", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    sub = p.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="mtpd", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="make or describe datasets").add_subparsers(
         dest="data_command", required=True)
-    s = data.add_parser("shapes", help="generate the embedded synthetic COCO-format dataset "
-                                       "(defaults: the pipeline schema's dataset.shapes)")
-    s.add_argument("--out", required=True)
+    data_shapes = data.add_parser(
+        "shapes", help="generate the embedded synthetic COCO-format dataset "
+                       "(defaults: the pipeline schema's dataset.shapes)")
+    data_shapes.add_argument("--out", required=True)
     for name, kind in (("num_train", int), ("num_proxy", int), ("num_val", int),
                        ("image_size", int), ("max_objects", int), ("min_size", float),
                        ("shapes", str), ("textures", str), ("seed", int)):
-        s.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
-    s.set_defaults(func=cmd_data_shapes)
-    m = data.add_parser("manifest", help="write a manifest for an existing COCO-format dataset")
-    m.add_argument("--out", required=True)
-    m.add_argument("--name", required=True)
-    m.add_argument("--data-root", required=True)
-    m.add_argument("--split", action="append", required=True, help="NAME:ANN_FILE:IMG_DIR")
-    m.set_defaults(func=cmd_data_manifest)
-    q = data.add_parser("sequences", help="generate video-like sequences in Argoverse-HD's "
-                                          "layout (defaults: streaming.dataset.sequences)")
-    q.add_argument("--out", required=True)
+        data_shapes.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    data_shapes.set_defaults(func=cmd_data_shapes)
+    data_manifest = data.add_parser(
+        "manifest", help="write a manifest for an existing COCO-format dataset")
+    data_manifest.add_argument("--out", required=True)
+    data_manifest.add_argument("--name", required=True)
+    data_manifest.add_argument("--data-root", required=True)
+    data_manifest.add_argument("--split", action="append", required=True,
+                               help="NAME:ANN_FILE:IMG_DIR")
+    data_manifest.set_defaults(func=cmd_data_manifest)
+    data_sequences = data.add_parser(
+        "sequences", help="generate video-like sequences in Argoverse-HD's "
+                          "layout (defaults: streaming.dataset.sequences)")
+    data_sequences.add_argument("--out", required=True)
     for name, kind in SEQUENCE_SETTINGS.items():
-        q.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
-    q.set_defaults(func=cmd_data_sequences)
-    g = data.add_parser("argoverse", help="convert Argoverse-HD annotations to COCO files and "
-                                          "write their manifest")
-    g.add_argument("--out", required=True, help="the manifest to write (dataset.json)")
-    g.add_argument("--name", required=True)
-    g.add_argument("--data-root", required=True,
-                   help="the directory seq_dirs start from (Argoverse-1.1/tracking)")
-    g.add_argument("--split", action="append", required=True, help="NAME:ANN_FILE")
-    g.set_defaults(func=cmd_data_argoverse)
-    v = data.add_parser("carve", help="carve BGS's proxy split from the training annotations")
-    v.add_argument("--dataset", required=True, help="the dataset's manifest")
-    v.add_argument("--out", required=True, help="the manifest with splits proxy, proxy_train")
-    v.add_argument("--split", default="train")
-    v.add_argument("--proxy-images", type=int, required=True)
-    v.add_argument("--train-images", type=int, help="keep this many for proxy_train (all)")
-    v.add_argument("--seed", type=int, required=True)
-    v.set_defaults(func=cmd_data_carve)
-    c = data.add_parser("check", help="validate every split of a dataset before training; "
-                                      "writes the manifest that training reads")
-    c.add_argument("--dataset", required=True, help="the dataset's manifest")
-    c.add_argument("--out", required=True, help="checked manifest and report (JSON)")
-    c.add_argument("--drop-bad-boxes", action="store_true",
-                   help="drop non-finite, empty or out-of-image boxes instead of failing")
-    c.set_defaults(func=cmd_data_check)
+        data_sequences.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    data_sequences.set_defaults(func=cmd_data_sequences)
+    data_argoverse = data.add_parser(
+        "argoverse", help="convert Argoverse-HD annotations to COCO files and "
+                          "write their manifest")
+    data_argoverse.add_argument("--out", required=True, help="the manifest to write (dataset.json)")
+    data_argoverse.add_argument("--name", required=True)
+    data_argoverse.add_argument("--data-root", required=True,
+                                help="the directory seq_dirs start from (Argoverse-1.1/tracking)")
+    data_argoverse.add_argument("--split", action="append", required=True, help="NAME:ANN_FILE")
+    data_argoverse.set_defaults(func=cmd_data_argoverse)
+    data_carve = data.add_parser(
+        "carve", help="carve BGS's proxy split from the training annotations")
+    data_carve.add_argument("--dataset", required=True, help="the dataset's manifest")
+    data_carve.add_argument("--out", required=True,
+                            help="the manifest with splits proxy, proxy_train")
+    data_carve.add_argument("--split", default="train")
+    data_carve.add_argument("--proxy-images", type=int, required=True)
+    data_carve.add_argument("--train-images", type=int, help="keep this many for proxy_train (all)")
+    data_carve.add_argument("--seed", type=int, required=True)
+    data_carve.set_defaults(func=cmd_data_carve)
+    data_check = data.add_parser(
+        "check", help="validate every split of a dataset before training; "
+                      "writes the manifest that training reads")
+    data_check.add_argument("--dataset", required=True, help="the dataset's manifest")
+    data_check.add_argument("--out", required=True, help="checked manifest and report (JSON)")
+    data_check.add_argument("--drop-bad-boxes", action="store_true",
+                            help="drop non-finite, empty or out-of-image boxes instead of failing")
+    data_check.set_defaults(func=cmd_data_check)
 
-    s = sub.add_parser("pretrain", help="pretrain a detector config's backbone on object crops")
-    s.add_argument("--config", required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--epochs", type=int, help="default: the schema's pretrain.epochs")
-    s.add_argument("--crop-size", type=int)
-    s.add_argument("--seed", type=int)
-    _gpu_arguments(s)
-    s.set_defaults(func=cmd_pretrain)
+    pretrain = sub.add_parser(
+        "pretrain", help="pretrain a detector config's backbone on object crops")
+    pretrain.add_argument("--config", required=True)
+    pretrain.add_argument("--dataset", required=True)
+    pretrain.add_argument("--out", required=True)
+    pretrain.add_argument("--epochs", type=int, help="default: the schema's pretrain.epochs")
+    pretrain.add_argument("--crop-size", type=int)
+    pretrain.add_argument("--seed", type=int)
+    _gpu_arguments(pretrain)
+    pretrain.set_defaults(func=cmd_pretrain)
 
-    s = sub.add_parser("fetch", help="download or copy a checkpoint and verify its sha256")
-    s.add_argument("--source", required=True, help="URL or local path")
-    s.add_argument("--sha256", help="the whole hash or its first 8+ hex digits")
-    s.add_argument("--allow-http", action="store_true", help="also fetch plain http:// URLs")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_fetch)
+    fetch = sub.add_parser("fetch", help="download or copy a checkpoint and verify its sha256")
+    fetch.add_argument("--source", required=True, help="URL or local path")
+    fetch.add_argument("--sha256", help="the whole hash or its first 8+ hex digits")
+    fetch.add_argument("--allow-http", action="store_true", help="also fetch plain http:// URLs")
+    fetch.add_argument("--out", required=True)
+    fetch.set_defaults(func=cmd_fetch)
 
-    s = sub.add_parser("train", help="train a detector, or one distillation stage")
-    s.add_argument("--config", required=True, help="file, mmdet::x.py or mtpd::x.py")
-    s.add_argument("--dataset", required=True, help="dataset manifest (dataset.json)")
-    s.add_argument("--out", required=True, help="checkpoint to write (student only)")
-    s.add_argument("--split", default="train")
-    s.add_argument("--epochs", type=int, help="default: the model config's own")
-    s.add_argument("--seed", type=int)
-    s.add_argument("--pretrained-backbone")
-    s.add_argument("--init", help="start from this checkpoint (previous stage's student)")
-    s.add_argument("--distill", type=_json_arg, help="distillation settings, JSON or @file")
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--num-workers", type=int)
-    s.add_argument("--feature-loss-split",
-                   help="after a distillation stage, store its mean distillation loss on this "
-                        "split (BGS's feature proxy)")
-    _gpu_arguments(s, "N processes on the CPUs (gloo), no GPU assignment; 0 means 1")
-    s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
-    s.add_argument("--checkpoint-minutes", type=float,
-                   help="also save a resumable checkpoint this often (default: the schema's "
-                        "compute.checkpoint_minutes)")
-    s.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
-                   help="fp16/bf16: mixed precision, autocast with fp32 weights (fp16 needs "
-                        "CUDA); default: the schema's train.precision")
-    s.set_defaults(func=cmd_train)
+    train = sub.add_parser("train", help="train a detector, or one distillation stage")
+    train.add_argument("--config", required=True, help="file, mmdet::x.py or mtpd::x.py")
+    train.add_argument("--dataset", required=True, help="dataset manifest (dataset.json)")
+    train.add_argument("--out", required=True, help="checkpoint to write (student only)")
+    train.add_argument("--split", default="train")
+    train.add_argument("--epochs", type=int, help="default: the model config's own")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--pretrained-backbone")
+    train.add_argument("--init", help="start from this checkpoint (previous stage's student)")
+    train.add_argument("--distill", type=_json_arg, help="distillation settings, JSON or @file")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--num-workers", type=int)
+    train.add_argument("--feature-loss-split",
+                       help="after a distillation stage, store its mean distillation loss on this "
+                            "split (BGS's feature proxy)")
+    _gpu_arguments(train, "N processes on the CPUs (gloo), no GPU assignment; 0 means 1")
+    train.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
+    train.add_argument("--checkpoint-minutes", type=float,
+                       help="also save a resumable checkpoint this often (default: the schema's "
+                            "compute.checkpoint_minutes)")
+    train.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
+                       help="fp16/bf16: mixed precision, autocast with fp32 weights (fp16 needs "
+                            "CUDA); default: the schema's train.precision")
+    train.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="COCO AP of a checkpoint on a split")
-    s.add_argument("--config", required=True)
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--split")
-    s.add_argument("--out", required=True)
-    s.add_argument("--predictions")
-    s.add_argument("--num-workers", type=int)
-    _gpu_arguments(s, "N CPU processes (gloo), each evaluating a share of the images")
-    s.add_argument("--backend", choices=["faster_coco_eval", "pycocotools"],
-                   help="COCO evaluator (default: the schema's evaluation.backend)")
-    s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
-    s.add_argument("--model-classes", choices=["dataset", "coco"], default="dataset",
-                   help="coco: a COCO-80 model, its labels mapped to the dataset's classes")
-    s.add_argument("--expect-box-ap", type=float,
-                   help="the box AP the checkpoint is recorded with: stop if far below")
-    s.add_argument("--expect-mask-ap", type=float)
-    s.add_argument("--ap-tolerance", type=float, help="points below the expected AP allowed")
-    s.set_defaults(func=cmd_evaluate)
+    evaluate = sub.add_parser("evaluate", help="COCO AP of a checkpoint on a split")
+    evaluate.add_argument("--config", required=True)
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--dataset", required=True)
+    evaluate.add_argument("--split")
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--predictions")
+    evaluate.add_argument("--num-workers", type=int)
+    _gpu_arguments(evaluate, "N CPU processes (gloo), each evaluating a share of the images")
+    evaluate.add_argument("--backend", choices=["faster_coco_eval", "pycocotools"],
+                          help="COCO evaluator (default: the schema's evaluation.backend)")
+    evaluate.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
+    evaluate.add_argument("--model-classes", choices=["dataset", "coco"], default="dataset",
+                          help="coco: a COCO-80 model, its labels mapped to the dataset's classes")
+    evaluate.add_argument("--expect-box-ap", type=float,
+                          help="the box AP the checkpoint is recorded with: stop if far below")
+    evaluate.add_argument("--expect-mask-ap", type=float)
+    evaluate.add_argument("--ap-tolerance", type=float, help="points below the expected AP allowed")
+    evaluate.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("export", help="export a single-stage detector to ONNX, checked "
-                                      "against PyTorch on a split (mtpd.export)")
-    s.add_argument("--config", required=True)
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--dataset", required=True, help="dataset manifest (dataset.json)")
-    s.add_argument("--split", required=True, help="traced on and checked against")
-    s.add_argument("--out", required=True, help="the ONNX file; its record: OUT.json")
-    s.add_argument("--parity-images", type=int, default=4,
-                   help="images whose raw outputs and detections are compared (AP: all)")
-    s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
-    s.set_defaults(func=cmd_export)
+    export = sub.add_parser("export", help="export a single-stage detector to ONNX, checked "
+                                           "against PyTorch on a split (mtpd.export)")
+    export.add_argument("--config", required=True)
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--dataset", required=True, help="dataset manifest (dataset.json)")
+    export.add_argument("--split", required=True, help="traced on and checked against")
+    export.add_argument("--out", required=True, help="the ONNX file; its record: OUT.json")
+    export.add_argument("--parity-images", type=int, default=4,
+                        help="images whose raw outputs and detections are compared (AP: all)")
+    export.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT of every Resize")
+    export.set_defaults(func=cmd_export)
 
     _bgs_parsers(sub)
 
-    s = sub.add_parser("stream", help="streaming AP of a checkpoint on video sequences at one "
-                                      "input scale, in simulated real time")
-    s.add_argument("--config", required=True)
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--dataset", required=True, help="manifest of the sequences")
-    s.add_argument("--split", help="default: the schema's streaming.split")
-    s.add_argument("--out", required=True)
-    s.add_argument("--scale", type=float, required=True,
-                   help="input size as a fraction of the native frame size")
-    s.add_argument("--latency",
-                   help="measured, seconds per frame, or a runtime record (JSON) to draw from")
-    s.add_argument("--perf-factor", type=float, help="runtimes are divided by this")
-    s.add_argument("--fps", type=float)
-    s.add_argument("--seed", type=int, required=True, help="seeds the runtimes drawn")
-    s.add_argument("--name", help="the model's name in streaming tables")
-    s.add_argument("--model-classes", choices=["dataset", "coco"], default="dataset")
-    s.add_argument("--network", help="simulate with this network's shared timing: --latency "
-                                     "is then a cost record (mtpd cost)")
-    _gpu_arguments(s)
-    s.set_defaults(func=cmd_stream)
+    stream = sub.add_parser("stream", help="streaming AP of a checkpoint on video sequences at one "
+                                           "input scale, in simulated real time")
+    stream.add_argument("--config", required=True)
+    stream.add_argument("--checkpoint", required=True)
+    stream.add_argument("--dataset", required=True, help="manifest of the sequences")
+    stream.add_argument("--split", help="default: the schema's streaming.split")
+    stream.add_argument("--out", required=True)
+    stream.add_argument("--scale", type=float, required=True,
+                        help="input size as a fraction of the native frame size")
+    stream.add_argument("--latency",
+                        help="measured, seconds per frame, or a runtime record (JSON) to draw from")
+    stream.add_argument("--perf-factor", type=float, help="runtimes are divided by this")
+    stream.add_argument("--fps", type=float)
+    stream.add_argument("--seed", type=int, required=True, help="seeds the runtimes drawn")
+    stream.add_argument("--name", help="the model's name in streaming tables")
+    stream.add_argument("--model-classes", choices=["dataset", "coco"], default="dataset")
+    stream.add_argument("--network", help="simulate with this network's shared timing: --latency "
+                                          "is then a cost record (mtpd cost)")
+    _gpu_arguments(stream)
+    stream.set_defaults(func=cmd_stream)
 
-    s = sub.add_parser("cost", help="parameters, GFLOPs and one latency per network, timed "
-                                    "together (interleaved) on this device")
-    s.add_argument("--networks", type=_json_arg, required=True,
-                   help='{"networks": [{"name", "config", "checkpoint", "classes", '
-                        '"members"}]}, inline or @file')
-    s.add_argument("--dataset", required=True, help="manifest of the evaluation data")
-    s.add_argument("--split", required=True, help="the evaluation split")
-    s.add_argument("--input-size", type=_size, help="the evaluation's input size, WxH")
-    s.add_argument("--stream-dataset", help="manifest of the sequences (streaming)")
-    s.add_argument("--stream-split")
-    s.add_argument("--scales", type=lambda t: [float(v) for v in _names(t)],
-                   help="streaming scales, e.g. 0.5,1.0")
-    s.add_argument("--rounds", type=int)
-    s.add_argument("--images", type=int, help="images per network and input in each round")
-    s.add_argument("--warmup", type=int)
-    s.add_argument("--out", required=True)
-    _gpu_arguments(s)
-    s.set_defaults(func=cmd_cost)
+    cost = sub.add_parser("cost", help="parameters, GFLOPs and one latency per network, timed "
+                                       "together (interleaved) on this device")
+    cost.add_argument("--networks", type=_json_arg, required=True,
+                      help='{"networks": [{"name", "config", "checkpoint", "classes", '
+                           '"members"}]}, inline or @file')
+    cost.add_argument("--dataset", required=True, help="manifest of the evaluation data")
+    cost.add_argument("--split", required=True, help="the evaluation split")
+    cost.add_argument("--input-size", type=_size, help="the evaluation's input size, WxH")
+    cost.add_argument("--stream-dataset", help="manifest of the sequences (streaming)")
+    cost.add_argument("--stream-split")
+    cost.add_argument("--scales", type=lambda t: [float(v) for v in _names(t)],
+                      help="streaming scales, e.g. 0.5,1.0")
+    cost.add_argument("--rounds", type=int)
+    cost.add_argument("--images", type=int, help="images per network and input in each round")
+    cost.add_argument("--warmup", type=int)
+    cost.add_argument("--out", required=True)
+    _gpu_arguments(cost)
+    cost.set_defaults(func=cmd_cost)
 
-    s = sub.add_parser("tables", help="result tables and plots from results/ alone")
-    s.add_argument("paths", nargs="+", metavar="PATH",
-                   help="an experiment directory (results/<experiment>) or a results root")
-    s.set_defaults(func=cmd_tables)
+    tables = sub.add_parser("tables", help="result tables and plots from results/ alone")
+    tables.add_argument("paths", nargs="+", metavar="PATH",
+                        help="an experiment directory (results/<experiment>) or a results root")
+    tables.set_defaults(func=cmd_tables)
 
     bench = sub.add_parser("bench", help="the accuracy benchmark").add_subparsers(
         dest="bench_command", required=True)
-    s = bench.add_parser("report", help="progressive vs direct and BGS's rank, over seeds")
-    s.add_argument("experiment", help="the benchmark's experiment directory (results/bench)")
-    s.set_defaults(func=cmd_bench_report)
+    bench_report = bench.add_parser(
+        "report", help="progressive vs direct and BGS's rank, over seeds")
+    bench_report.add_argument("experiment",
+                              help="the benchmark's experiment directory (results/bench)")
+    bench_report.set_defaults(func=cmd_bench_report)
 
-    s = sub.add_parser("config", help="validate pipeline config files (merged as Snakemake "
-                                      "merges several --configfile), without running anything")
-    s.add_argument("configfiles", nargs="+", metavar="CONFIG")
-    s.add_argument("--show", action="store_true", help="print the completed config")
-    s.set_defaults(func=cmd_config)
+    config = sub.add_parser("config", help="validate pipeline config files (merged as Snakemake "
+                                           "merges several --configfile), without running anything")
+    config.add_argument("configfiles", nargs="+", metavar="CONFIG")
+    config.add_argument("--show", action="store_true", help="print the completed config")
+    config.set_defaults(func=cmd_config)
 
-    s = sub.add_parser("preflight", help="build every model of an experiment and check its "
-                                         "weights and FPN levels, before any training job")
-    s.add_argument("--experiment", nargs="+", required=True, metavar="CONFIG",
-                   help="the run's experiment.json, or pipeline config files (merged in order)")
-    s.add_argument("--dataset", required=True, help="dataset manifest (its classes are used)")
-    s.add_argument("--out", required=True, help="the report to write (JSON)")
-    s.add_argument("--input-size", type=_size, help="WIDTHxHEIGHT, as the training jobs get")
-    s.set_defaults(func=cmd_preflight)
+    preflight = sub.add_parser(
+        "preflight", help="build every model of an experiment and check its "
+                          "weights and FPN levels, before any training job")
+    preflight.add_argument("--experiment", nargs="+", required=True, metavar="CONFIG",
+                           help="the run's experiment.json, or pipeline config files "
+                                "(merged in order)")
+    preflight.add_argument("--dataset", required=True,
+                           help="dataset manifest (its classes are used)")
+    preflight.add_argument("--out", required=True, help="the report to write (JSON)")
+    preflight.add_argument("--input-size", type=_size,
+                           help="WIDTHxHEIGHT, as the training jobs get")
+    preflight.set_defaults(func=cmd_preflight)
 
-    s = sub.add_parser("record", help="write a JSON object to a file, atomically")
-    s.add_argument("--out", required=True)
-    s.add_argument("--json", required=True, type=_json_arg)
-    s.set_defaults(func=cmd_record)
-    return p
+    record = sub.add_parser("record", help="write a JSON object to a file, atomically")
+    record.add_argument("--out", required=True)
+    record.add_argument("--json", required=True, type=_json_arg)
+    record.set_defaults(func=cmd_record)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

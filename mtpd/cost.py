@@ -19,7 +19,6 @@ MMEngine has no counter for (listed in the record as `uncounted_ops`).
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mtpd.data.manifest import read_annotation_file
 from mtpd.devices import device_name
 from mtpd.errors import MtpdError
 from mtpd.io import atomic_write_json, read_json_file
@@ -122,12 +122,12 @@ def plan_inputs(manifest: str, split: str, stream_manifest: str | None = None,
     split (a fraction of its native frame size, as `mtpd stream` resizes)."""
     inputs = [Input(EVAL_INPUT, manifest, split)]
     if scales:
-        from mtpd.data.argoverse import scale_to_size
         from mtpd.data.checked import load_checked
+        from mtpd.model_config import scale_to_size
         from mtpd.streaming import native_size
 
         ann_file = load_checked(stream_manifest).split(stream_split).ann_file
-        native = native_size(json.loads(ann_file.read_text()), ann_file)
+        native = native_size(read_annotation_file(ann_file), ann_file)
         inputs += [Input(stream_input(s), str(stream_manifest), str(stream_split),
                          scale_to_size(s, native)) for s in scales]
     return inputs
@@ -146,7 +146,7 @@ class _Pair:
 
         manifest = load_checked(inp.manifest)
         split = manifest.split(inp.split)
-        gt = json.loads(split.ann_file.read_text())
+        gt = read_annotation_file(split.ann_file)
         if not gt["images"]:
             raise MtpdError(f"{split.ann_file} has no images to time the networks on")
         self.class_map = (class_mapping(COCO_CLASSES, manifest.classes)

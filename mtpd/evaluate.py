@@ -85,9 +85,9 @@ def coco_eval(gt_file: str | Path, results: list[dict], iou_type: str = "bbox", 
             for name, v in zip(names, ev.stats[:len(names)], strict=True)}
 
 
-def to_coco_results(sample: Any, cat_ids: list[int], label_map: dict[int, int] | None = None
+def to_coco_results(sample: Any, cat_ids: list[int], class_map: dict[int, int] | None = None
                     ) -> tuple[list[dict], list[dict]]:
-    """One DetDataSample's predictions as COCO bbox and segm results; with `label_map` (model
+    """One DetDataSample's predictions as COCO bbox and segm results; with `class_map` (model
     label -> dataset label, `mtpd.data.argoverse.class_mapping`) unmapped labels are dropped."""
     from pycocotools import mask as mask_utils
 
@@ -99,7 +99,7 @@ def to_coco_results(sample: Any, cat_ids: list[int], label_map: dict[int, int] |
     masks = inst.masks.detach().cpu().numpy() if "masks" in inst else None
     bbox_res, segm_res = [], []
     for i in range(len(scores)):
-        label = int(labels[i]) if label_map is None else label_map.get(int(labels[i]))
+        label = int(labels[i]) if class_map is None else class_map.get(int(labels[i]))
         if label is None:
             continue
         x0, y0, x1, y1 = (float(v) for v in boxes[i])
@@ -142,11 +142,11 @@ def predict(model_config: str, checkpoint: str | Path, ckpt: dict, manifest: Dat
     from mmengine.runner import Runner
 
     distributed.init_process_group()
-    label_map = None
+    class_map = None
     if model_classes == "coco":
         from mtpd.data.argoverse import COCO_CLASSES, class_mapping
 
-        label_map = class_mapping(COCO_CLASSES, manifest.classes)
+        class_map = class_mapping(COCO_CLASSES, manifest.classes)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, cfg = build_test_model(model_config, checkpoint, manifest, split, device,
                                   num_workers=num_workers, input_size=input_size,
@@ -163,7 +163,7 @@ def predict(model_config: str, checkpoint: str | Path, ckpt: dict, manifest: Dat
     with torch.no_grad():
         for batch in loader:
             for sample in model.test_step(batch):
-                b, s = to_coco_results(sample, cat_ids, label_map)
+                b, s = to_coco_results(sample, cat_ids, class_map)
                 bbox_res += b
                 segm_res += s
                 n += 1

@@ -18,7 +18,6 @@ The exporter is `torch.onnx.export(..., dynamo=False)` (TorchScript tracing), wh
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -252,10 +251,11 @@ def parity(model: Any, detector: OnnxDetector, gt_file: Path, parity_images: int
     `parity_images` images, and COCO box AP of both on every image."""
     import torch
 
+    from mtpd.data.manifest import read_annotation_file
     from mtpd.evaluate import coco_eval, to_coco_results
 
     graph = _graph_module(model, model_config)
-    cat_ids = sorted(c["id"] for c in json.loads(Path(gt_file).read_text())["categories"])
+    cat_ids = sorted(c["id"] for c in read_annotation_file(gt_file)["categories"])
     raw = box = score = 0.0
     compared, detections, mismatches = 0, 0, []
     torch_res: list[dict] = []

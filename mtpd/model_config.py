@@ -4,18 +4,25 @@
 stays unchanged; mtpd only overrides what a job must control: the dataset paths and classes
 (from a dataset manifest), `num_classes`, the number of epochs (epoch-based LR milestones are
 rescaled), the work directory, the seed and the initial weights.
+
+No MMEngine import at module level: the Snakefile imports `scale_to_size`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from mmengine.config import Config, ConfigDict
-
+from mtpd.data.argoverse import NATIVE_SIZE
 from mtpd.data.manifest import DatasetManifest
 from mtpd.errors import ModelConfigError
 
+if TYPE_CHECKING:
+    from mmengine.config import Config, ConfigDict
+
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
+# Pipeline steps that resize the input; a registry scope (`mmdet.Resize`) is ignored.
+RESIZE_STEPS = ("Resize", "RandomResize", "RandomChoiceResize", "FixShapeResize")
 
 def mmdet_config_root() -> Path:
     """Where the installed MMDetection keeps its model-zoo configs (`mmdet/.mim/configs`)."""
@@ -48,6 +55,8 @@ def resolve_config_path(spec: str | Path) -> Path:
 
 
 def load_config(spec: str | Path) -> Config:
+    from mmengine.config import Config
+
     return Config.fromfile(str(resolve_config_path(spec)))
 
 
@@ -87,42 +96,94 @@ def set_split(cfg: Config, loader_key: str, manifest: DatasetManifest, split: st
     ds["metainfo"] = dict(classes=tuple(manifest.classes))
 
 
-def set_num_classes(node: Any, num_classes: int, key: str | None = None) -> int:
+def class_heads(node: Any, key: str | None = None) -> Iterator[dict]:
+    """Every head of a model config that has `num_classes`, in config order, except the
+    class-agnostic RPN (`key`: the name `node` has in its parent)."""
+    if key == "rpn_head":
+        return
+    if isinstance(node, dict):
+        if key is not None and "num_classes" in node:
+            yield node
+        for k, v in node.items():
+            yield from class_heads(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            yield from class_heads(v, key)
+
+
+def set_num_classes(model_cfg: Any, num_classes: int) -> int:
     """Sets `num_classes` in every head of the detector except the class-agnostic RPN.
 
     Returns how many places were set, so callers can refuse a model with none.
     """
-    if key == "rpn_head":
-        return 0
-    count = 0
-    if isinstance(node, dict):
-        if key is not None and "num_classes" in node:
-            node["num_classes"] = num_classes
-            count += 1
-        for k, v in node.items():
-            count += set_num_classes(v, num_classes, k)
-    elif isinstance(node, list):
-        for v in node:
-            count += set_num_classes(v, num_classes, key)
-    return count
+    heads = list(class_heads(model_cfg))
+    for head in heads:
+        head["num_classes"] = num_classes
+    return len(heads)
+
+
+def config_num_classes(model_cfg: Any) -> int | None:
+    """The model config's own `num_classes` (its first head's but the RPN's), before mtpd
+    changes it; None when no head has one."""
+    return next((int(head["num_classes"]) for head in class_heads(model_cfg)), None)
+
+
+def pipeline(cfg: Any, loader_key: str) -> list[dict]:
+    """The steps of a dataloader's pipeline (its dataset's, inside Repeat/ClassBalanced
+    wrappers), as the config's own dicts; none when the config lacks that dataloader."""
+    loader = cfg.get(loader_key)
+    if not loader or not loader.get("dataset"):
+        return []
+    return _inner_dataset(loader, loader_key).get("pipeline") or []
+
+
+def is_resize(step: dict) -> bool:
+    """Whether a pipeline step resizes the input (one of `RESIZE_STEPS`)."""
+    return str(step.get("type", "")).split(".")[-1] in RESIZE_STEPS
+
+
+def resize_steps(cfg: Any, *loader_keys: str) -> list[dict]:
+    """The steps that resize the input in these dataloaders' pipelines, in order; the config's
+    own dicts, so a caller may change them in place."""
+    return [step for key in loader_keys for step in pipeline(cfg, key) if is_resize(step)]
+
+
+def fixed_scale(step: dict) -> Any:
+    """The one scale a resize step resizes to: its `scale`, or a FixShapeResize's (width,
+    height); None for a random resize, which has no one scale."""
+    kind = str(step.get("type", "")).split(".")[-1]
+    if kind == "FixShapeResize":
+        return (step["width"], step["height"]) if "width" in step and "height" in step else None
+    return None if kind.startswith("Random") else step.get("scale")
+
+
+def make_fixed_resize(step: dict, size: tuple[int, int]) -> None:
+    """Turns a resize step, in place, into a Resize to `size` (width, height) that keeps the
+    aspect ratio; what made it random or fixed-shape goes."""
+    step["type"], step["scale"], step["keep_ratio"] = "Resize", tuple(size), True
+    for key in ("scales", "ratio_range", "width", "height", "pad_val"):
+        step.pop(key, None)
 
 
 def set_input_size(cfg: Config, size: tuple[int, int]) -> int:
-    """Sets every Resize of the train and test pipelines to `size` (width, height), keeping the
-    aspect ratio, as Argoverse-HD's input scales (fractions of 1920x1200) need. Returns how
+    """Sets every resize step of the train and test pipelines to `size` (width, height), keeping
+    the aspect ratio, as Argoverse-HD's input scales (fractions of 1920x1200) need. Returns how
     many were set, so callers can refuse a config with none."""
-    count = 0
-    for key in ("train_dataloader", "test_dataloader"):
-        loader = cfg.get(key)
-        if not loader:
-            continue
-        for step in _inner_dataset(loader, key).get("pipeline") or []:
-            if step.get("type") in ("Resize", "RandomResize", "RandomChoiceResize"):
-                step["type"], step["scale"], step["keep_ratio"] = "Resize", tuple(size), True
-                step.pop("scales", None)
-                step.pop("ratio_range", None)
-                count += 1
-    return count
+    steps = resize_steps(cfg, "train_dataloader", "test_dataloader")
+    for step in steps:
+        make_fixed_resize(step, size)
+    return len(steps)
+
+
+def scale_to_size(scale: float, native: tuple[int, int] = NATIVE_SIZE) -> tuple[int, int]:
+    """The input size (width, height) at `scale` x the native frame size: 0.5 -> (960, 600).
+
+    Streaming results are reported per input scale, a fraction of the frame size (not
+    MMDetection's 1333 x 800 default)."""
+    if not isinstance(scale, (int, float)) or not 0 < scale <= 2:
+        raise ModelConfigError(f"input scale {scale!r} is outside (0, 2]; give a fraction of the "
+                               f"native frame size {native[0]}x{native[1]}, e.g. 0.5")
+    return int(round(native[0] * scale)), int(round(native[1] * scale))
 
 
 def set_epochs(cfg: Config, epochs: int) -> None:

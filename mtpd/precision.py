@@ -5,7 +5,7 @@ training step (data preprocessing, the frozen teacher, the student) runs under a
 weights, gradients, optimizer state and so every checkpoint stay fp32. fp16 adds dynamic loss
 scaling (its small exponent range underflows small gradients); bf16 has fp32's range and needs
 none. The distillation loss and its adapters run with autocast off, on `.float()` features
-(`ProgressiveDistiller.distill_loss`), so a half-precision teacher feature never meets fp32
+(`StageDistiller.distill_loss`), so a half-precision teacher feature never meets fp32
 parameters outside autocast.
 
 MMEngine 0.10's `AmpOptimWrapper` refuses to be built without a GPU, so every job uses

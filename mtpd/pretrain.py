@@ -8,7 +8,6 @@ student starts from that checkpoint via `init_cfg=dict(type='Pretrained', ...)`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from mtpd.checkpoint import save_model_checkpoint
 from mtpd.model_config import load_config
 from mtpd.data.checked import load_checked
-from mtpd.data.manifest import DatasetManifest
+from mtpd.data.manifest import DatasetManifest, read_annotation_file
 
 log = logging.getLogger("mtpd.pretrain")
 
@@ -30,7 +29,7 @@ log = logging.getLogger("mtpd.pretrain")
 def load_objects(manifest: DatasetManifest, split: str) -> tuple[list[np.ndarray], list[tuple]]:
     """A split's images (BGR) and its objects as (image index, x, y, w, h, class index)."""
     s = manifest.split(split)
-    coco = json.loads(s.ann_file.read_text())
+    coco = read_annotation_file(s.ann_file)
     categories = sorted(coco["categories"], key=lambda c: c["id"])
     cat_index = {c["id"]: i for i, c in enumerate(categories)}
     by_image: dict[int, list[dict]] = {}

@@ -4,7 +4,7 @@
     >>> mtpd.register_all_modules()  # doctest: +SKIP
 
 Like MMDetection's and MMRazor's `register_all_modules`: importing the modules registers them,
-and `mmdet` becomes the default scope, so configs name `RetinaNet` and `ProgressiveDistiller`
+and `mmdet` becomes the default scope, so configs name `RetinaNet` and `StageDistiller`
 alike. Kept out of `import mtpd`, which must stay cheap for the local rules.
 """
 from __future__ import annotations

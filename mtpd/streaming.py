@@ -17,7 +17,6 @@ evaluation over all frames of all sequences gives sAP (`streaming_ap`).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mtpd.data.manifest import read_annotation_file
 from mtpd.devices import device_name
 from mtpd.errors import DatasetError, ModelConfigError, MtpdError
 from mtpd.io import atomic_write_json, read_json_file
@@ -219,7 +219,7 @@ def streaming_ap(gt_file: str | Path, detections_by_frame: dict[int, list[dict]]
     scored in one pooled COCO evaluation; offline AP (each frame answers itself) beside it."""
     from mtpd.evaluate import coco_eval
 
-    gt_ids = {img["id"] for img in json.loads(Path(gt_file).read_text())["images"]}
+    gt_ids = {img["id"] for img in read_annotation_file(gt_file)["images"]}
     if set(matched) != gt_ids:
         raise ValueError(f"matched covers {len(matched)} frames, {gt_file} has {len(gt_ids)}; "
                          "give every ground-truth frame a match (None for no output)")
@@ -234,37 +234,19 @@ def streaming_ap(gt_file: str | Path, detections_by_frame: dict[int, list[dict]]
 
 
 # --- the runner -----------------------------------------------------------------------------
-def _config_num_classes(node: Any, key: str | None = None) -> int | None:
-    """The model config's own `num_classes` (first head but the RPN), before mtpd changes it."""
-    if key == "rpn_head":
-        return None
-    if isinstance(node, dict):
-        if key is not None and "num_classes" in node:
-            return int(node["num_classes"])
-        for k, v in node.items():
-            found = _config_num_classes(v, k)
-            if found is not None:
-                return found
-    elif isinstance(node, list):
-        for v in node:
-            found = _config_num_classes(v, key)
-            if found is not None:
-                return found
-    return None
-
-
 def build_frame_model(model_config: str, checkpoint: str | Path, manifest: Any, split: str,
                       class_map: dict[int, int] | None, device: str,
                       input_size: tuple[int, int] | None = None) -> tuple[Any, Any]:
     """The detector as offline evaluation builds it; with a class map the model keeps its
     config's own classes (e.g. COCO's 80), which must cover the map's labels."""
     from mtpd.evaluate import build_test_model
+    from mtpd.model_config import config_num_classes
 
     model, cfg = build_test_model(model_config, checkpoint, manifest, split, device,
                                   num_workers=0, input_size=input_size,
                                   keep_num_classes=class_map is not None)
     if class_map is not None:
-        own = _config_num_classes(cfg.model)
+        own = config_num_classes(cfg.model)
         if own is None or own <= max(class_map):
             raise ModelConfigError(f"{model_config}: the class map needs labels up to "
                                    f"{max(class_map)}, but the config's num_classes is {own}")
@@ -276,19 +258,24 @@ def _short_type(step: dict) -> str:
 
 
 def frame_pipeline(cfg: Any, size: tuple[int, int] | None, model_config: str) -> Any:
-    """The test pipeline fed preloaded frames: image from an array, no annotations, and the
-    Resize scale set to `size` (width, height) keeping the aspect ratio (None: the config's)."""
+    """The test pipeline fed preloaded frames: image from an array, no annotations, and every
+    resize step (`mtpd.model_config.is_resize`) a Resize to `size` (width, height) keeping the
+    aspect ratio (None: the config's own steps)."""
     from mmengine.dataset import Compose
 
+    from mtpd.model_config import is_resize, make_fixed_resize, pipeline
+
     steps, resized = [], False
-    for step in cfg.test_dataloader.dataset.pipeline:
+    for step in pipeline(cfg, "test_dataloader"):
         kind = _short_type(step)
         if kind == "LoadImageFromFile":
             steps.append(dict(type="LoadImageFromNDArray"))
         elif kind == "LoadAnnotations":
             continue
-        elif kind == "Resize":
-            steps.append({**step, "scale": tuple(size), "keep_ratio": True} if size else dict(step))
+        elif is_resize(step):
+            steps.append(dict(step))
+            if size:
+                make_fixed_resize(steps[-1], size)
             resized = True
         else:
             steps.append(dict(step))
@@ -378,14 +365,14 @@ def run_streaming(model_config: str, checkpoint: str | Path, manifest_path: str 
     (`mtpd.cost`); `name` identifies the model in sweep tables."""
     import torch
 
-    from mtpd.data.argoverse import scale_to_size
     from mtpd.data.checked import load_checked
+    from mtpd.model_config import scale_to_size
 
     source = latency_source(latency)
     _check_perf_factor(perf_factor)
     manifest = load_checked(manifest_path)
     s = manifest.split(split)
-    gt = json.loads(s.ann_file.read_text())
+    gt = read_annotation_file(s.ann_file)
     sequences = sequences_of(gt)
     native = native_size(gt, s.ann_file)
     size = scale_to_size(scale, native)
@@ -434,33 +421,3 @@ def _latency_info(latency: Latency, source: str, perf_factor: float, seed: int,
         info["distribution_size"] = len(latency)  # type: ignore[arg-type]
     return info
 
-
-# --- tables ---------------------------------------------------------------------------------
-def sweep_table(records: Sequence[dict]) -> list[dict]:
-    """The best input scale per model by sAP (ties: the smaller scale), as in the paper's
-    streaming table; one row per model in order of first appearance, with sAP at every scale.
-
-    A model's records must share latency source and device: sAP from different devices (or
-    latency models) is not comparable."""
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        groups.setdefault(r["model"], []).append(r)
-    rows = []
-    for model, recs in groups.items():
-        kinds = {(r["latency"]["source"], r["latency"].get("device")) for r in recs}
-        if len(kinds) > 1:
-            raise MtpdError(f"the streaming records of {model} mix latency sources/devices "
-                            f"{sorted(map(str, kinds))}; compare scales on one device")
-        recs = sorted(recs, key=lambda r: r["scale"])
-        best = recs[0]
-        for r in recs[1:]:
-            if (r["sAP"] or 0.0) > (best["sAP"] or 0.0):
-                best = r
-        rows.append({"model": model, "best_scale": best["scale"],
-                     "input_size": best["input_size"], "sAP": best["sAP"], "AP": best["AP"],
-                     "runtime_mean_ms": best["runtime_ms"]["mean"],
-                     "latency": best["latency"]["source"],
-                     "latency_of": best["latency"].get("network") or "this checkpoint",
-                     "device": best["device"],
-                     "sAP_by_scale": {str(r["scale"]): r["sAP"] for r in recs}})
-    return rows

@@ -17,15 +17,15 @@ it is (`mtpd.layout.describe`), so no Snakemake run or pipeline config is needed
 """
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mtpd.errors import ResultsError
-from mtpd.io import atomic_write_text, atomic_write_with
+from mtpd.io import atomic_write_text, atomic_write_with, read_json_file
 from mtpd.layout import ROOT, Layout, describe, metrics_path, stream_path
 
 STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "mask_AP"]
@@ -36,10 +36,8 @@ COST_COLUMNS = ["params_M", "GFLOPs", "latency_ms", "latency_p90_ms"]
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ResultsError(f"{path} cannot be read ({e}); re-run the rule that writes it") from e
+    """A result record, or a one-line ResultsError naming the file."""
+    return read_json_file(path, "result file", ResultsError, "re-run the rule that writes it")
 
 
 def experiment_layout(exp_dir: Path) -> tuple[Layout, dict[str, Any]]:
@@ -213,11 +211,39 @@ def bgs_tables(result: dict[str, Any], seed: int) -> tuple[pd.DataFrame, pd.Data
     return log, cost
 
 
+def sweep_table(records: Sequence[dict]) -> list[dict]:
+    """The best input scale per model by sAP (ties: the smaller scale), as in the paper's
+    streaming table; one row per model in order of first appearance, with sAP at every scale.
+
+    A model's records must share latency source and device: sAP from different devices (or
+    latency models) is not comparable."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["model"], []).append(r)
+    rows = []
+    for model, recs in groups.items():
+        kinds = {(r["latency"]["source"], r["latency"].get("device")) for r in recs}
+        if len(kinds) > 1:
+            raise ResultsError(f"the streaming records of {model} mix latency sources/devices "
+                               f"{sorted(map(str, kinds))}; compare scales on one device")
+        recs = sorted(recs, key=lambda r: r["scale"])
+        best = recs[0]
+        for r in recs[1:]:
+            if (r["sAP"] or 0.0) > (best["sAP"] or 0.0):
+                best = r
+        rows.append({"model": model, "best_scale": best["scale"],
+                     "input_size": best["input_size"], "sAP": best["sAP"], "AP": best["AP"],
+                     "runtime_mean_ms": best["runtime_ms"]["mean"],
+                     "latency": best["latency"]["source"],
+                     "latency_of": best["latency"].get("network") or "this checkpoint",
+                     "device": best["device"],
+                     "sAP_by_scale": {str(r["scale"]): r["sAP"] for r in recs}})
+    return rows
+
+
 def streaming_table(exp_dir: Path) -> pd.DataFrame:
     """Streaming AP per model: sAP at every input scale, the best scale (as in the paper's
     streaming table), offline AP there, the runtime and the device it was measured on."""
-    from mtpd.streaming import sweep_table
-
     layout, config = experiment_layout(exp_dir)
     s = config["streaming"]
     # this experiment's scales only: teacher directories are shared by the dataset's experiments

@@ -142,7 +142,7 @@ def student_config_text(cfg: Any) -> str:
     from mmengine.config import Config
 
     d = cfg._cfg_dict.to_dict()
-    if d["model"].get("type") == "ProgressiveDistiller":
+    if d["model"].get("type") == "StageDistiller":
         d["model"] = d["model"]["student"]
     d["resume"], d["load_from"] = False, None
     return Config(d).pretty_text

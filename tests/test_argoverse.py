@@ -12,11 +12,12 @@ import pytest
 from pycocotools.coco import COCO
 
 from mtpd.data.argoverse import (ARGOVERSE_CLASSES, COCO_CLASSES, COCO_TO_ARGOVERSE,
-                                 class_mapping, scale_to_size, to_coco)
+                                 class_mapping, to_coco)
 from mtpd.data.manifest import DatasetManifest, read_classes
 from mtpd.data.sequences import SequencesSpec, generate_sequences
 from mtpd.data.shapes import class_names
 from mtpd.errors import DatasetError, ModelConfigError
+from mtpd.model_config import scale_to_size
 
 SEQ_DIRS = ["val/aaaa/ring_front_center", "val/bbbb/ring_front_center"]
 

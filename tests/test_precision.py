@@ -51,13 +51,13 @@ def test_bf16_distillation_stage_exports_fp32_that_evaluates(tmp_path, shapes_da
                                                                monkeypatch):
     """Teacher and student run under bf16 autocast, the distillation loss in fp32, every step
     goes through the AMP wrapper, and the exported student is fp32 and evaluates."""
-    from mtpd.distill.model import ProgressiveDistiller
+    from mtpd.distill.model import StageDistiller
     from mtpd.evaluate import evaluate
     from mtpd.train import train
 
     seen: dict[str, list] = {"teacher": [], "distill": []}
-    teacher_features = ProgressiveDistiller.teacher_features
-    distill_loss = ProgressiveDistiller.distill_loss
+    teacher_features = StageDistiller.teacher_features
+    distill_loss = StageDistiller.distill_loss
 
     def watched_teacher(self, inputs):
         feats = teacher_features(self, inputs)
@@ -70,8 +70,8 @@ def test_bf16_distillation_stage_exports_fp32_that_evaluates(tmp_path, shapes_da
         seen["distill"].append(loss.dtype)
         return loss
 
-    monkeypatch.setattr(ProgressiveDistiller, "teacher_features", watched_teacher)
-    monkeypatch.setattr(ProgressiveDistiller, "distill_loss", watched_distill)
+    monkeypatch.setattr(StageDistiller, "teacher_features", watched_teacher)
+    monkeypatch.setattr(StageDistiller, "distill_loss", watched_distill)
     steps: list[float] = []
     _count_steps(monkeypatch, steps)
     out = tmp_path / "stage.pth"

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from conftest import REPO, snakemake, workdir
-from mtpd.data.argoverse import ARGOVERSE_CLASSES, COCO_CLASSES, scale_to_size
-from mtpd.model_config import PACKAGE_CONFIGS
+from mtpd.data.argoverse import ARGOVERSE_CLASSES, COCO_CLASSES
+from mtpd.model_config import PACKAGE_CONFIGS, scale_to_size
 from mtpd.pipeline_config import distilled_teachers, load
 from mtpd.preflight import OFF_BY, check_experiment, config_key
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mtpd.data.fixes import id_offset
-from mtpd.errors import DatasetError, ModelConfigError
+from mtpd.errors import DatasetError
 from mtpd.io import atomic_write_json, read_json_file
 
 ARGOVERSE_CLASSES = ("person", "bicycle", "car", "motorcycle", "bus", "truck",
@@ -179,14 +179,3 @@ def class_mapping(model_classes: list[str] | tuple[str, ...],
                        f"classes {list(dataset_classes)}; mtpd maps only COCO's 80 classes to "
                        "Argoverse-HD's 8, otherwise the model must be trained on the dataset's "
                        "classes")
-
-
-def scale_to_size(scale: float, native: tuple[int, int] = NATIVE_SIZE) -> tuple[int, int]:
-    """The input size (width, height) at `scale` x the native frame size: 0.5 -> (960, 600).
-
-    Streaming results are reported per input scale, a fraction of the frame size (not
-    MMDetection's 1333 x 800 default)."""
-    if not isinstance(scale, (int, float)) or not 0 < scale <= 2:
-        raise ModelConfigError(f"input scale {scale!r} is outside (0, 2]; give a fraction of the "
-                               f"native frame size {native[0]}x{native[1]}, e.g. 0.5")
-    return int(round(native[0] * scale)), int(round(native[1] * scale))

@@ -8,15 +8,14 @@ still train on the whole training split.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtpd.data.manifest import DatasetManifest
+from mtpd.data.manifest import DatasetManifest, read_annotation_file, read_manifest_file
 from mtpd.errors import DatasetError
-from mtpd.io import atomic_write_json, read_json_file
+from mtpd.io import atomic_write_json
 
 PROXY, PROXY_TRAIN = "proxy", "proxy_train"
 
@@ -40,8 +39,7 @@ def carve(manifest_path: str | Path, out: str | Path, *, proxy_images: int,
     with the two new splits; returns counts. Deterministic for a given file and seed."""
     manifest = DatasetManifest.load(manifest_path)
     source = manifest.split(split)
-    coco = read_json_file(source.ann_file, "annotation file", DatasetError,
-                          "check the dataset's data_root and ann_file")
+    coco = read_annotation_file(source.ann_file)
     ids = sorted(img["id"] for img in coco.get("images", []))
     if proxy_images >= len(ids):
         raise DatasetError(f"dataset.proxy.images is {proxy_images}, but {source.ann_file} has "
@@ -55,7 +53,7 @@ def carve(manifest_path: str | Path, out: str | Path, *, proxy_images: int,
     files = {PROXY: out.parent / f"{PROXY}.json", PROXY_TRAIN: out.parent / f"{PROXY_TRAIN}.json"}
     atomic_write_json(files[PROXY], _subset(coco, proxy))
     atomic_write_json(files[PROXY_TRAIN], _subset(coco, set(rest)))
-    raw = json.loads(Path(manifest_path).read_text())
+    raw = read_manifest_file(manifest_path)
     raw["data_root"] = str(manifest.data_root)
     for name, path in files.items():
         raw["splits"][name] = {"ann_file": str(path.resolve()), "img_dir": str(source.img_dir)}

@@ -16,10 +16,10 @@ records the version of the checks it passed (`checks`); entry points read manife
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from mtpd.errors import DatasetError
 from mtpd.io import read_json_file
@@ -51,8 +51,7 @@ class DatasetManifest:
     @classmethod
     def load(cls, path: str | Path) -> "DatasetManifest":
         path = Path(path)
-        raw = read_json_file(path, "dataset manifest", DatasetError,
-                             "create it with `mtpd data shapes` or `mtpd data manifest`")
+        raw = read_manifest_file(path)
         for key in ("name", "splits"):
             if key not in raw:
                 raise DatasetError(f"dataset manifest {path} lacks the key '{key}'")
@@ -100,10 +99,22 @@ def _checks(raw: dict) -> int | None:
     return version
 
 
+def read_manifest_file(path: str | Path) -> Any:
+    """A manifest's JSON as written, or a one-line DatasetError naming the file."""
+    return read_json_file(path, "dataset manifest", DatasetError,
+                          "create it with `mtpd data shapes` or `mtpd data manifest`")
+
+
+def read_annotation_file(ann_file: str | Path) -> Any:
+    """A split's COCO annotation file, or a one-line DatasetError naming the file."""
+    return read_json_file(ann_file, "annotation file", DatasetError,
+                          "check the dataset's data_root and ann_file")
+
+
 def read_classes(ann_file: Path) -> tuple[str, ...]:
     try:
-        cats = json.loads(Path(ann_file).read_text())["categories"]
-    except (json.JSONDecodeError, KeyError) as e:
+        cats = read_annotation_file(ann_file)["categories"]
+    except KeyError as e:
         raise DatasetError(f"{ann_file} is not a COCO annotation file with 'categories': {e}"
                             ) from e
     if not cats:

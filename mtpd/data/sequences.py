@@ -31,7 +31,7 @@ import numpy as np
 
 from mtpd.data.argoverse import FPS, to_coco
 from mtpd.data.shapes import (SHAPES, SPLIT_STREAM, TEXTURES, _background, _contrasting_colors,
-                              _shape_mask, _texture, class_names)
+                              _shape_mask, _texture, class_names, refuse_failed_checks)
 from mtpd.errors import DatasetError
 from mtpd.io import atomic_dir, atomic_write_json
 
@@ -96,10 +96,7 @@ class SequencesSpec:
             "shapes": len(self.shapes) >= 1 and set(self.shapes) <= set(SHAPES),
             "textures": len(self.textures) >= 1 and set(self.textures) <= set(TEXTURES),
         }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise DatasetError(f"invalid sequences dataset parameters {bad} in {asdict(self)} "
-                               f"(shapes from {SHAPES}, textures from {TEXTURES})")
+        refuse_failed_checks("sequences", self, checks)
 
     def class_names(self) -> list[str]:
         return class_names(self.shapes, self.textures)

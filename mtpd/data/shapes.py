@@ -83,13 +83,19 @@ class ShapesSpec:
             "shapes": len(self.shapes) >= 1 and set(self.shapes) <= set(SHAPES),
             "textures": len(self.textures) >= 1 and set(self.textures) <= set(TEXTURES),
         }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise DatasetError(f"invalid shapes dataset parameters {bad} in {asdict(self)} "
-                             f"(shapes from {SHAPES}, textures from {TEXTURES})")
+        refuse_failed_checks("shapes", self, checks)
 
     def class_names(self) -> list[str]:
         return class_names(self.shapes, self.textures)
+
+
+def refuse_failed_checks(kind: str, spec: Any, checks: dict[str, bool]) -> None:
+    """One DatasetError naming every parameter of a generated dataset's `spec` whose check
+    failed (none failed: nothing), with the shapes and textures there are to pick from."""
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise DatasetError(f"invalid {kind} dataset parameters {bad} in {asdict(spec)} "
+                           f"(shapes from {SHAPES}, textures from {TEXTURES})")
 
 
 def class_names(shapes: tuple[str, ...] = SHAPES, textures: tuple[str, ...] = TEXTURES

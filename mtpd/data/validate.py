@@ -558,22 +558,27 @@ def _check_files(report: SplitReport, files: list[_File], decode_sample: int) ->
     broken = [k for k, r in enumerate(found) if r is not None and r != "missing"]
     resized = [k for k, (r, size) in enumerate(probed)
                if r is None and _size_differs(files[k][2], size)]
-    if missing:
-        shown = [f"{files[k][0]}: {files[k][1]}" for k in missing]
-        report.problems.append(
-            f"{f}: {_plural(len(missing), 'image file does', 'image files do')} not exist under "
-            f"{img_dir} (image ids {_few(shown)}); put the files there, or correct the split's "
-            "img_dir or the images' file_name")
-    if broken:
-        shown = [f"{files[k][0]}: {files[k][1]} {found[k]}" for k in broken]
-        report.problems.append(
-            f"{f}: {_plural(len(broken), 'image file is', 'image files are')} unreadable under "
-            f"{img_dir} (image ids {_few(shown, 3)}); replace them with valid {_FORMATS} files, "
-            "or remove those images and their annotations")
+    _bad_files(report, [f"{files[k][0]}: {files[k][1]}" for k in missing],
+               ("image file does not exist", "image files do not exist"), FEW,
+               "put the files there, or correct the split's img_dir or the images' file_name")
+    _bad_files(report, [f"{files[k][0]}: {files[k][1]} {found[k]}" for k in broken],
+               ("image file is unreadable", "image files are unreadable"), 3,
+               f"replace them with valid {_FORMATS} files, or remove those images and their "
+               "annotations")
     if resized:
         report.problems.append(_resized_message(report, files, probed, resized))
     if picked:
         report.notes.append(f"{f}: decoded {len(picked)} of {len(files)} images")
+
+
+def _bad_files(report: SplitReport, shown: list[str], counted: tuple[str, str], few: int,
+               fix: str) -> None:
+    """One problem line for image files in one kind of trouble (none: no line): how many,
+    the first `few` of them (`shown`: id and file name), and the fix."""
+    if shown:
+        report.problems.append(
+            f"{report.ann_file}: {_plural(len(shown), *counted)} under {report.img_dir} "
+            f"(image ids {_few(shown, few)}); {fix}")
 
 
 def _resized_message(report: SplitReport, files: list[_File], probed: list[_Probe],

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtpd.model_config import fixed_scale, resize_steps
+
 
 class Adapter(nn.Module):
     """1x1 conv from student to teacher channels, optionally followed by a non-affine BatchNorm."""
@@ -86,13 +88,10 @@ def resize_to(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def pipeline_scale(cfg: dict) -> float | None:
-    """The longest side of the first Resize in a config's test pipeline (None if there is none)."""
-    loader = cfg.get("test_dataloader") or {}
-    ds = loader.get("dataset") or {}
-    while "dataset" in ds:
-        ds = ds["dataset"]
-    for step in ds.get("pipeline") or []:
-        if step.get("type") in ("Resize", "FixShapeResize") and step.get("scale"):
-            scale = step["scale"]
+    """The longest side of the first resize to one scale in a config's test pipeline (None if
+    there is none)."""
+    for step in resize_steps(cfg, "test_dataloader"):
+        scale = fixed_scale(step)
+        if scale:
             return float(max(scale) if isinstance(scale, (list, tuple)) else scale)
     return None

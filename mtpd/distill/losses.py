@@ -24,8 +24,6 @@ class FeatureMSELoss(nn.Module):
     students in the paper (insensitive between 0.3 and 0.8).
     """
 
-    needs_boxes = False
-
     def __init__(self, channels: int, loss_weight: float = 0.5):
         super().__init__()
         self.loss_weight = loss_weight
@@ -41,8 +39,6 @@ class CWDLoss(nn.Module):
     Each channel becomes a distribution over the H*W locations, softmax(x / tau); the loss is
     tau^2 / (N * C) * sum_{n,c} KL(p_t || p_s), times `loss_weight`.
     """
-
-    needs_boxes = False
 
     def __init__(self, channels: int, tau: float = 1.0, loss_weight: float = 1.0):
         super().__init__()
@@ -71,8 +67,6 @@ class PKDLoss(nn.Module):
     Scale-free, so it tolerates teachers whose feature magnitudes differ from the student's.
     """
 
-    needs_boxes = False
-
     def __init__(self, channels: int, loss_weight: float = 1.0):
         super().__init__()
         self.loss_weight = loss_weight
@@ -91,8 +85,6 @@ class MGDLoss(nn.Module):
     alpha 2e-5, ratio 0.65 for RetinaNet and 5e-7, 0.45 for Mask R-CNN (COCO-sized maps; the sum
     grows with H * W, so smaller images want a larger alpha).
     """
-
-    needs_boxes = False
 
     def __init__(self, channels: int, loss_weight: float = 2e-5, mask_ratio: float = 0.65):
         super().__init__()
@@ -171,8 +163,6 @@ class FGDLoss(nn.Module):
       loss = alpha * fg + beta * bg + gamma * att + lam * glo.
     Defaults are FGD's RetinaNet settings.
     """
-
-    needs_boxes = True
 
     def __init__(self, channels: int, alpha: float = 1e-3, beta: float = 5e-4,
                  gamma: float = 5e-4, lam: float = 5e-6, temp: float = 0.5,

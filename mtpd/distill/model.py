@@ -1,6 +1,6 @@
 """One stage of progressive distillation: a student detector learning from one frozen teacher.
 
-`ProgressiveDistiller.loss()` reads like the method: the teacher's FPN features under no_grad,
+`StageDistiller.loss()` reads like the method: the teacher's FPN features under no_grad,
 the student's detection losses while a hook records its FPN outputs, then one distillation loss
 per matched level. The teacher is deliberately *not* a registered submodule, so it is absent from
 the state dict, the optimizer and the DDP wrapper; it is moved with the model, kept in eval mode
@@ -41,7 +41,7 @@ def _fpn_channels(model_cfg: dict, role: str) -> int:
 
 
 @MODELS.register_module()
-class ProgressiveDistiller(BaseModel):
+class StageDistiller(BaseModel):
     """Student + frozen teacher + per-level adapters and losses (see module docstring)."""
 
     def __init__(self, student: dict, teacher: dict, teacher_checkpoint: str, loss: dict,
@@ -80,7 +80,7 @@ class ProgressiveDistiller(BaseModel):
         self.teacher._apply(fn, *args, **kwargs)
         return self
 
-    def train(self, mode: bool = True) -> "ProgressiveDistiller":
+    def train(self, mode: bool = True) -> "StageDistiller":
         super().train(mode)
         self.teacher.eval()  # always: BatchNorm statistics *and* dropout/drop-path
         return self
@@ -230,7 +230,7 @@ def build_distiller_cfg(cfg: Any, distill: dict[str, Any], num_classes: int,
     if scale == "auto":
         s_scale, t_scale = pipeline_scale(cfg), pipeline_scale(tcfg)
         scale = t_scale / s_scale if s_scale and t_scale else 1.0
-    return dict(type="ProgressiveDistiller", student=student, teacher=teacher,
+    return dict(type="StageDistiller", student=student, teacher=teacher,
                 teacher_checkpoint=str(distill["teacher_checkpoint"]), loss=loss,
                 teacher_scale=float(scale), levels=settings["levels"],
                 min_positions=int(settings["min_positions"]),
