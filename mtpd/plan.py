@@ -19,7 +19,7 @@ from mtpd.bgs import exhaustive_chains, round_chains
 from mtpd.cost import STUDENT as STUDENT_MEMBER
 from mtpd.cost import Network, network_for, plan_networks, teacher_member
 from mtpd.data.carve import carve_settings
-from mtpd.data.argoverse import scale_to_size
+from mtpd.model_config import scale_to_size
 from mtpd.layout import (Chain, Layout, describe, metrics_path, onnx_path, stage_prefixes,
                          stream_log, stream_path)
 from mtpd.preflight import config_key
