@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mtpd.evaluate import ALL_STAT_NAMES, COCO_BACKENDS, STAT_NAMES, coco_eval
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-4 * 100  # 1e-4 absolute on COCOeval's 0..1 scale; coco_eval reports percent
 
 

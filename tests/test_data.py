@@ -1,9 +1,7 @@
 """The embedded dataset generator: valid COCO, deterministic, hard, proxy carved from train."""
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,15 +10,7 @@ from pycocotools.coco import COCO
 
 from mtpd.data.manifest import DatasetManifest, DatasetError
 from mtpd.data.shapes import TEXTURES, ShapesSpec, class_names, generate, render_image
-
-
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(root).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
+from tests.helpers import tree_digest
 
 
 def test_valid_coco_with_masks(shapes_data):
@@ -46,10 +36,10 @@ def test_valid_coco_with_masks(shapes_data):
 
 def test_deterministic_and_seeded(tmp_path):
     spec = ShapesSpec.from_settings(num_train=6, num_proxy=2, num_val=3, seed=7)
-    a = _digest(generate(tmp_path / "a", spec))
-    b = _digest(generate(tmp_path / "b", spec))
+    a = tree_digest(generate(tmp_path / "a", spec))
+    b = tree_digest(generate(tmp_path / "b", spec))
     other = ShapesSpec.from_settings(num_train=6, num_proxy=2, num_val=3, seed=8)
-    c = _digest(generate(tmp_path / "c", other))
+    c = tree_digest(generate(tmp_path / "c", other))
     assert a == b
     assert a != c
 

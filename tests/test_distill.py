@@ -5,11 +5,11 @@ import torch
 import pytest
 from mmengine.config import Config
 
-from mtpd.checkpoint import load_checkpoint_file, save_model_checkpoint
+from mtpd.checkpoint import load_checkpoint_file
 from mtpd.model_config import build_job_config
 from mtpd.data.manifest import DatasetManifest
 from mtpd.distill.align import TeacherInput, match_levels
-from mtpd import register_all_modules
+from tests.helpers import random_checkpoint
 
 STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"
 TEACHER = "mtpd::shapes/retinanet_r34w24_shapes.py"
@@ -18,15 +18,8 @@ SWIN = "mtpd::shapes/retinanet_swin_shapes.py"
 
 def _random_teacher(tmp_path, config, manifest) -> str:
     """A teacher checkpoint with random weights: enough to test the mechanics."""
-    from mmdet.registry import MODELS
-
-    register_all_modules()
-    cfg = build_job_config(config, manifest, work_dir=tmp_path / "w")
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    path = tmp_path / f"teacher_{abs(hash(config))}.pth"
-    save_model_checkpoint(path, model.state_dict(), {})
-    return str(path)
+    return str(random_checkpoint(config, manifest, tmp_path / f"teacher_{abs(hash(config))}.pth",
+                                 work_dir=tmp_path / "w"))
 
 
 def _distiller(tmp_path, shapes_data, teacher_config=TEACHER, **distill):

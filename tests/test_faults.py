@@ -16,47 +16,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, snakemake, workdir
+from tests.helpers import (REPO, one_line_error, random_checkpoint, run_mtpd, snakemake,
+                           workdir)
 from mtpd.checkpoint import load_checkpoint_file, save_model_checkpoint
 from mtpd.data.manifest import DatasetManifest
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"
 TEACHER = "mtpd::shapes/retinanet_r34w24_shapes.py"
-
-
-def mtpd(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mtpd", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def one_line_error(r: subprocess.CompletedProcess, *fragments: str) -> str:
-    """The run failed with exactly one line on stderr, no traceback, naming `fragments`."""
-    assert r.returncode != 0, r.stdout[-2000:]
-    lines = [line for line in r.stderr.splitlines() if line.startswith("mtpd ")]
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
-def _model_checkpoint(tmp_path: Path, config: str, manifest_path: Path, name: str) -> Path:
-    """A checkpoint of `config` with random weights (a stand-in for a trained one)."""
-    from mmdet.registry import MODELS
-
-    from mtpd import register_all_modules
-    from mtpd.model_config import build_job_config
-
-    register_all_modules()
-    model = MODELS.build(build_job_config(config, DatasetManifest.load(manifest_path)).model)
-    model.init_weights()
-    path = tmp_path / name
-    save_model_checkpoint(path, model.state_dict(), {})
-    return path
-
-
-def _digest(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
-            if p.is_file()}
 
 
 # --- faults, with real processes and real kills -----------------------------------------------
@@ -98,7 +64,7 @@ def test_killed_while_writing_leaves_previous_outputs_intact(tmp_path, shapes_da
     """Outputs are written atomically: a job killed at any moment leaves the previous file
     whole (old or new, never half-written)."""
     if command == "evaluate":
-        ckpt = _model_checkpoint(tmp_path, RETINA, shapes_data, "m.pth")
+        ckpt = random_checkpoint(RETINA, shapes_data, tmp_path / "m.pth")
         out = tmp_path / "metrics_val.json"
         args = ["evaluate", "--config", RETINA, "--checkpoint", str(ckpt), "--dataset",
                 str(shapes_data), "--split", "val", "--out", str(out), "--num-workers", "0"]
@@ -132,7 +98,7 @@ def small_disk(tmp_path):
 
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(small_disk, shapes_data):
     out = small_disk / "model.pth"
-    r = mtpd("train", "--config", RETINA, "--dataset", str(shapes_data), "--out", str(out),
+    r = run_mtpd("train", "--config", RETINA, "--dataset", str(shapes_data), "--out", str(out),
              "--epochs", "2", "--batch-size", "8", "--num-workers", "0", "--seed", "0",
              "--checkpoint-minutes", "0.001")
     line = one_line_error(r, "could not save checkpoint", "the previous one is kept",
@@ -152,7 +118,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, shapes_data
                       "optim_wrapper = dict(optimizer=dict(lr=1e6), clip_grad=None)\n"
                       "param_scheduler = []\n")
     out = tmp_path / "model.pth"
-    r = mtpd("train", "--config", str(config), "--dataset", str(shapes_data), "--out",
+    r = run_mtpd("train", "--config", str(config), "--dataset", str(shapes_data), "--out",
              str(out), "--epochs", "3", "--batch-size", "4", "--num-workers", "0", "--seed", "0",
              "--checkpoint-minutes", "0.0001")
     line = one_line_error(r, "loss term '", "at iteration", "last good checkpoint")
@@ -196,7 +162,7 @@ def test_bad_config_is_refused_before_anything_runs(tmp_path, edit, message):
 def test_corrupt_json_manifest_and_annotations(tmp_path, shapes_data):
     bad = tmp_path / "dataset.json"
     bad.write_text('{"name": "x", "splits": ')
-    r = mtpd("evaluate", "--config", RETINA, "--checkpoint", "x.pth", "--dataset", str(bad),
+    r = run_mtpd("evaluate", "--config", RETINA, "--checkpoint", "x.pth", "--dataset", str(bad),
              "--out", str(tmp_path / "m.json"))
     one_line_error(r, "dataset.json is not valid JSON")
     manifest = json.loads(Path(shapes_data).read_text())
@@ -208,7 +174,7 @@ def test_corrupt_json_manifest_and_annotations(tmp_path, shapes_data):
     m = tmp_path / "m" / "dataset.json"
     m.parent.mkdir()
     m.write_text(json.dumps(manifest))
-    r = mtpd("data", "check", "--dataset", str(m), "--out", str(tmp_path / "checked.json"))
+    r = run_mtpd("data", "check", "--dataset", str(m), "--out", str(tmp_path / "checked.json"))
     one_line_error(r, "train.json")
     assert not (tmp_path / "checked.json").exists()
 
@@ -224,7 +190,7 @@ def test_missing_image_and_bad_boxes_are_named(tmp_path, shapes_data):
                 "splits": {"val": {"ann_file": str(ann), "img_dir": str(root / "images/val")}}}
     m = tmp_path / "dataset.json"
     m.write_text(json.dumps(manifest))
-    r = mtpd("data", "check", "--dataset", str(m), "--out", str(tmp_path / "checked.json"))
+    r = run_mtpd("data", "check", "--dataset", str(m), "--out", str(tmp_path / "checked.json"))
     line = one_line_error(r, "val.json", "424242", "dataset.drop_bad_boxes")
     assert "non-finite" in line or "nan" in line.lower()
     assert not (tmp_path / "checked.json").exists()
@@ -233,8 +199,8 @@ def test_missing_image_and_bad_boxes_are_named(tmp_path, shapes_data):
 def test_teacher_of_another_architecture_or_classes(tmp_path, shapes_data):
     """A teacher checkpoint that does not fit its config: the message says which tensors and
     why (another number of classes, another architecture)."""
-    other = _model_checkpoint(tmp_path, TEACHER, shapes_data, "r34.pth")
-    r = mtpd("evaluate", "--config", RETINA, "--checkpoint", str(other), "--dataset",
+    other = random_checkpoint(TEACHER, shapes_data, tmp_path / "r34.pth")
+    r = run_mtpd("evaluate", "--config", RETINA, "--checkpoint", str(other), "--dataset",
              str(shapes_data), "--split", "val", "--out", str(tmp_path / "m.json"))
     one_line_error(r, "r34.pth does not fit config", "give the config the checkpoint was")
     from mmdet.registry import MODELS
@@ -245,7 +211,7 @@ def test_teacher_of_another_architecture_or_classes(tmp_path, shapes_data):
     cfg.model.bbox_head.num_classes = 80
     coco_head = tmp_path / "coco_head.pth"
     save_model_checkpoint(coco_head, MODELS.build(cfg.model).state_dict(), {})
-    r = mtpd("train", "--config", RETINA, "--dataset", str(shapes_data), "--out",
+    r = run_mtpd("train", "--config", RETINA, "--dataset", str(shapes_data), "--out",
              str(tmp_path / "s.pth"), "--epochs", "1", "--seed", "0", "--num-workers", "0",
              "--distill", json.dumps({"teacher_config": RETINA,
                                       "teacher_checkpoint": str(coco_head)}))
@@ -257,8 +223,8 @@ def test_teacher_config_that_does_not_build(tmp_path, shapes_data):
     config = tmp_path / "broken.py"
     config.write_text(f"_base_ = '{REPO}/mtpd/configs/shapes/retinanet_r34w24_shapes.py'\n"
                       "model = dict(backbone=dict(type='NoSuchBackbone'))\n")
-    ckpt = _model_checkpoint(tmp_path, RETINA, shapes_data, "t.pth")
-    r = mtpd("train", "--config", RETINA, "--dataset", str(shapes_data), "--out",
+    ckpt = random_checkpoint(RETINA, shapes_data, tmp_path / "t.pth")
+    r = run_mtpd("train", "--config", RETINA, "--dataset", str(shapes_data), "--out",
              str(tmp_path / "s.pth"), "--epochs", "1", "--seed", "0", "--num-workers", "0",
              "--distill", json.dumps({"teacher_config": str(config),
                                       "teacher_checkpoint": str(ckpt)}))
@@ -271,18 +237,18 @@ def test_results_directory_that_cannot_be_written(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]).returncode:
         pytest.skip("cannot mount a read-only tmpfs here")
     try:
-        r = mtpd("record", "--out", str(ro / "results" / "x.json"), "--json", "{}")
+        r = run_mtpd("record", "--out", str(ro / "results" / "x.json"), "--json", "{}")
         one_line_error(r, str(ro / "results"), "Read-only file system")
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
 
 
 def test_missing_teacher_checkpoint_and_sha256_mismatch(tmp_path):
-    r = mtpd("fetch", "--source", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "t.pth"))
+    r = run_mtpd("fetch", "--source", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "t.pth"))
     one_line_error(r, "nope.pth does not exist", "checkpoint.source")
     src = tmp_path / "zoo.pth"
     save_model_checkpoint(src, {"w": torch.ones(1)}, {})
-    r = mtpd("fetch", "--source", str(src), "--sha256", "0" * 64, "--out",
+    r = run_mtpd("fetch", "--source", str(src), "--sha256", "0" * 64, "--out",
              str(tmp_path / "t.pth"))
     one_line_error(r, "does not match the config's 0000")
     assert not (tmp_path / "t.pth").exists()
@@ -307,20 +273,20 @@ def test_crafted_checkpoint_runs_nothing_through_any_entry_point(tmp_path, shape
     common = ["--config", RETINA, "--dataset", str(shapes_data), "--num-workers", "0"]
     train = ["train", *common, "--out", str(tmp_path / "s.pth"), "--epochs", "1", "--seed", "0"]
     if entry == "fetch":
-        r = mtpd("fetch", "--source", str(evil), "--out", str(tmp_path / "t.pth"))
+        r = run_mtpd("fetch", "--source", str(evil), "--out", str(tmp_path / "t.pth"))
     elif entry == "teacher":
-        r = mtpd(*train, "--distill", json.dumps({"teacher_config": RETINA,
+        r = run_mtpd(*train, "--distill", json.dumps({"teacher_config": RETINA,
                                                   "teacher_checkpoint": str(evil)}))
     elif entry == "init":
-        r = mtpd(*train, "--init", str(evil))
+        r = run_mtpd(*train, "--init", str(evil))
     elif entry == "evaluate":
-        r = mtpd("evaluate", *common, "--checkpoint", str(evil), "--split", "val", "--out",
+        r = run_mtpd("evaluate", *common, "--checkpoint", str(evil), "--split", "val", "--out",
                  str(tmp_path / "m.json"))
     else:  # a work directory whose last checkpoint was swapped for a hostile file
         work = tmp_path / "s.pth.work"
         work.mkdir()
         (work / "last_checkpoint").write_text(str(evil))
-        r = mtpd(*train)
+        r = run_mtpd(*train)
     assert r.returncode != 0
     assert "evil.pth" in r.stderr and ("refused" in r.stderr or "Weights only" in r.stderr)
     assert not marker.exists(), "a checkpoint ran code"

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import (ONE_THREAD, SNAKEMAKE, CheckpointWatch, train_command, user_env,
+from tests.helpers import (ONE_THREAD, SNAKEMAKE, CheckpointWatch, train_command, user_env,
                       wait_for, workdir)
 from mtpd.orphans import (_is_mtpd, _is_snakemake, local_orphans, other_snakemakes,
                           stop_orphans)

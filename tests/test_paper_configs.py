@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, snakemake, workdir
+from tests.helpers import REPO, snakemake, workdir
 from mtpd.checkpoint import fetch_checkpoint, load_checkpoint_file, save_model_checkpoint
 from mtpd.errors import CheckpointError
 from mtpd.io import sha256sum

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import REPO
+from tests.helpers import REPO
 from mtpd.errors import PipelineConfigError
 from mtpd.pipeline_config import SCHEMA, complete, default, load
 

@@ -2,49 +2,18 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
 
 import pytest
 import torch
 import yaml
 
-from conftest import snakemake, workdir
-from mtpd.checkpoint import load_checkpoint_file, save_model_checkpoint
-from mtpd.data.manifest import DatasetManifest
+from tests.helpers import count_steps, random_teacher, snakemake, workdir
+from mtpd.checkpoint import load_checkpoint_file
 from mtpd.train import work_dir_for
 
 STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"
 TEACHER = "mtpd::shapes/retinanet_r34w24_shapes.py"
-
-
-def _random_teacher(tmp_path, shapes_data) -> str:
-    from mmdet.registry import MODELS
-
-    from mtpd import register_all_modules
-    from mtpd.model_config import build_job_config
-
-    register_all_modules()
-    model = MODELS.build(build_job_config(TEACHER, DatasetManifest.load(shapes_data)).model)
-    model.init_weights()
-    save_model_checkpoint(tmp_path / "teacher.pth", model.state_dict(), {})
-    return str(tmp_path / "teacher.pth")
-
-
-def _count_steps(monkeypatch, steps: list, stop_at: int | None = None) -> None:
-    """Counts the parameter updates made by mtpd's AMP wrapper (and sends this process
-    SIGTERM, as SLURM would, during update `stop_at`)."""
-    from mtpd.precision import MtpdAmpOptimWrapper
-
-    update = MtpdAmpOptimWrapper.update_params
-
-    def counted(self, loss, *args, **kwargs):
-        steps.append(float(loss.detach()))
-        if len(steps) == stop_at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return update(self, loss, *args, **kwargs)
-
-    monkeypatch.setattr(MtpdAmpOptimWrapper, "update_params", counted)
 
 
 def test_bf16_distillation_stage_exports_fp32_that_evaluates(tmp_path, shapes_data,
@@ -73,11 +42,11 @@ def test_bf16_distillation_stage_exports_fp32_that_evaluates(tmp_path, shapes_da
     monkeypatch.setattr(ProgressiveDistiller, "teacher_features", watched_teacher)
     monkeypatch.setattr(ProgressiveDistiller, "distill_loss", watched_distill)
     steps: list[float] = []
-    _count_steps(monkeypatch, steps)
+    count_steps(monkeypatch, steps)
     out = tmp_path / "stage.pth"
     train(STUDENT, shapes_data, out, epochs=1, batch_size=8, num_workers=0, seed=0,
           distill={"teacher_config": TEACHER,
-                   "teacher_checkpoint": _random_teacher(tmp_path, shapes_data)},
+                   "teacher_checkpoint": random_teacher(tmp_path, shapes_data)},
           feature_loss_split="proxy", precision="bf16")
 
     assert len(steps) == 5 and all(math.isfinite(v) for v in steps)  # 40 images, batch 8
@@ -107,7 +76,7 @@ def test_interrupted_bf16_run_resumes_with_the_amp_wrapper(tmp_path, shapes_data
     handler = signal.getsignal(signal.SIGTERM)
     try:
         steps: list[float] = []
-        _count_steps(monkeypatch, steps, stop_at=3)
+        count_steps(monkeypatch, steps, stop_at=3)
         with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at iteration 3"):
             train(STUDENT, shapes_data, out, **args)
         saved = load_checkpoint_file(work_dir_for(out) / "iter_3.pth")

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import torch
 
-from conftest import REPO
+from tests.helpers import REPO
 from mtpd.errors import ModelConfigError
 from mtpd.model_config import PACKAGE_CONFIGS, load_config
 from mtpd.pipeline_config import load

@@ -13,16 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import snakemake as _snakemake
-from conftest import user_env as _env
-from conftest import workdir as _workdir
-
-
-def _job_counts(output: str) -> dict[str, int]:
-    """Snakemake's 'Job stats' table as {rule: count}."""
-    lines = output.split("Job stats:")[1].splitlines()[3:]
-    return {p[0]: int(p[1]) for p in (line.split() for line in lines)
-            if len(p) == 2 and p[1].isdigit()}
+from tests.helpers import job_stats, snakemake, user_env, workdir
 
 
 def _digests(root: Path) -> dict[str, tuple[str, int]]:
@@ -34,8 +25,8 @@ def _digests(root: Path) -> dict[str, tuple[str, int]]:
 @pytest.mark.parametrize("config", ["config/config.yaml", "config/tiny.yaml"])
 def test_dry_run_shows_whole_plan(tmp_path, config):
     """Everything up to BGS is planned; BGS's checkpoints then add the chosen chain's jobs."""
-    wd = _workdir(tmp_path)
-    r = _snakemake(wd, "-n", "--configfile", config)
+    wd = workdir(tmp_path)
+    r = snakemake(wd, "-n", "--configfile", config)
     assert r.returncode == 0, r.stderr
     out = r.stdout + r.stderr
     rules = ["make_shapes_data", "pretrain_backbone", "train_teacher", "evaluate_teacher",
@@ -48,16 +39,16 @@ def test_dry_run_shows_whole_plan(tmp_path, config):
 
 
 def test_invalid_config_is_refused_with_key(tmp_path):
-    wd = _workdir(tmp_path)
+    wd = workdir(tmp_path)
     cfg = (wd / "config" / "tiny.yaml").read_text().replace("epochs: 2", "epochs: -2", 1)
     (wd / "config" / "bad.yaml").write_text(cfg)
-    r = _snakemake(wd, "-n", "--configfile", "config/bad.yaml")
+    r = snakemake(wd, "-n", "--configfile", "config/bad.yaml")
     assert r.returncode != 0
     assert "teachers.t_r34_b.epochs: -2 is less than the minimum of 1" in r.stderr + r.stdout
     (wd / "config" / "bad.yaml").write_text(
         (wd / "config" / "tiny.yaml").read_text().replace("target: t_r34_b", "target: t_r34_b\n"
                                                           "  proxy_split: val"))
-    r = _snakemake(wd, "-n", "--configfile", "config/bad.yaml")
+    r = snakemake(wd, "-n", "--configfile", "config/bad.yaml")
     assert r.returncode != 0
     assert "bgs.proxy_split: 'val' is an evaluation split" in r.stderr + r.stdout
 
@@ -150,9 +141,9 @@ def test_tiny_end_to_end(tiny_run):
 def test_forcing_one_stage_reruns_only_its_descendants(tiny_run):
     order = json.loads((tiny_run / "results/tiny/seed0/bgs/result.json").read_text())["order"]
     first = f"results/tiny/seed0/progressive/{order[0]}/model.pth"
-    r = _snakemake(tiny_run, "-n", "--forcerun", first, "--configfile", "config/tiny.yaml")
+    r = snakemake(tiny_run, "-n", "--forcerun", first, "--configfile", "config/tiny.yaml")
     assert r.returncode == 0, r.stderr
-    jobs = _job_counts(r.stdout + r.stderr)
+    jobs = job_stats(r.stdout + r.stderr)
     assert jobs.get("distill_stage") == 3      # the 3 stages of the chain
     assert jobs.get("evaluate_student") == 3
     for rule in ("train_teacher", "train_baseline", "distill_direct", "pretrain_backbone",
@@ -168,7 +159,7 @@ def test_tables_rebuild_from_results_alone(tiny_run, tmp_path):
     shutil.rmtree(copy / "tiny/tables")
     shutil.rmtree(copy / "tiny/plots")
     r = subprocess.run([sys.executable, "-m", "mtpd", "tables", str(copy)], cwd=tmp_path,
-                       capture_output=True, text=True, env=_env())
+                       capture_output=True, text=True, env=user_env())
     assert r.returncode == 0, r.stderr
     for f in ("main.csv", "runs.csv", "bgs_log.csv", "bgs_cost.csv", "bgs_exhaustive.csv"):
         assert (copy / "tiny/tables" / f).read_text() == \
@@ -190,9 +181,9 @@ def test_two_experiments_share_results_without_touching_each_other(tiny_run):
     second["distill"]["orders"] = [["t_r34_b"]]
     second["bgs"] = {"enabled": False}
     (tiny_run / "config/second.yaml").write_text(yaml.safe_dump(second))
-    r = _snakemake(tiny_run, "--configfile", "config/second.yaml")
+    r = snakemake(tiny_run, "--configfile", "config/second.yaml")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    jobs = _job_counts(r.stdout + r.stderr)
+    jobs = job_stats(r.stdout + r.stderr)
     for rule in ("make_shapes_data", "pretrain_backbone", "train_teacher", "evaluate_teacher"):
         assert rule not in jobs, jobs  # shared, already there
     assert jobs["distill_stage"] == 1 and jobs["train_baseline"] == 1
@@ -204,7 +195,7 @@ def test_two_experiments_share_results_without_touching_each_other(tiny_run):
     second["experiment"] = "tiny-other"
     second["teachers"]["t_r34_b"]["epochs"] = 3
     (tiny_run / "config/clash.yaml").write_text(yaml.safe_dump(second))
-    r = _snakemake(tiny_run, "-n", "--configfile", "config/clash.yaml")
+    r = snakemake(tiny_run, "-n", "--configfile", "config/clash.yaml")
     assert r.returncode != 0
     assert ("teacher 't_r34_b' was already made under results/teachers/shapes-tiny/t_r34_b "
             "from another definition (epochs: 2 there, 3 here)") in r.stderr + r.stdout
