@@ -30,3 +30,9 @@ def tiny_run(tmp_path_factory) -> Path:
     r = snakemake(wd, "--configfile", "config/tiny.yaml")
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     return wd
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end runs (tests/e2e/) last, so that the module tests report first."""
+    e2e = Path(__file__).parent / "e2e"
+    items.sort(key=lambda item: e2e in item.path.parents)

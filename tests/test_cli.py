@@ -1,12 +1,16 @@
-"""The `mtpd` entry points: cheap local steps, one-line errors, `python -m mtpd`."""
+"""The `mtpd` entry points (mtpd/cli.py): cheap local steps, one-line errors, `python -m mtpd`."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 
+import pytest
+
 from mtpd.layout import Layout, metrics_path
-from tests.helpers import run_mtpd
+
+from tests.helpers import one_line_error, run_mtpd
+
 
 HEAVY = ("torch", "mmengine", "mmdet", "mmcv")
 
@@ -52,3 +56,15 @@ def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
              "--dataset", str(tmp_path / "missing.json"), "--out", str(tmp_path / "m.json"))
     assert r.returncode != 0 and "Traceback" in r.stderr
     assert not (tmp_path / "m.json").exists()
+
+
+def test_results_directory_that_cannot_be_written(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        r = run_mtpd("record", "--out", str(ro / "results" / "x.json"), "--json", "{}")
+        one_line_error(r, str(ro / "results"), "Read-only file system")
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)

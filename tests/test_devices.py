@@ -18,7 +18,6 @@ import pytest
 
 from mtpd.devices import (JobDevices, assign, local_pool, machine_gpus, parse_nvidia_smi,
                           parse_visible)
-from mtpd.distributed import per_process
 from mtpd.errors import DeviceError
 from tests.helpers import wait_for
 
@@ -97,11 +96,6 @@ def test_cpu_jobs_hide_the_gpus_and_run_one_process(tmp_path):
     with pytest.raises(DeviceError, match=r"^the job asks for 3 GPU\(s\) \(--gpus 3\) but "
                                           r"only 2 may be used here \(MTPD_GPUS=0,1\); lower"):
         assign(3, env={"MTPD_GPUS": "0,1", "MTPD_GPU_LOCKS": str(tmp_path)})
-
-
-def test_processes_started_for_a_job_do_not_assign_devices_again():
-    argv = ["train", "--config", "c.py", "--gpus", "2", "--nproc=3", "--out", "m.pth"]
-    assert per_process(argv) == ["train", "--config", "c.py", "--out", "m.pth"]
 
 
 def test_a_job_asking_for_more_gpus_than_the_machine_has_fails_in_one_line(tmp_path):

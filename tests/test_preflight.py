@@ -1,6 +1,7 @@
 """The preflight: every shipped experiment passes it; a broken model config, unknown weights, a
 fetched teacher without sha256 or FPN levels that do not match fail it with one line naming
-the model, the key and the fix; a re-run is cached; Snakemake runs it before any training."""
+the model, the key and the fix; a re-run is cached. Snakemake running it before any training:
+tests/e2e/test_preflight.py."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BROKEN, REPO, one_teacher, snakemake, workdir
 from mtpd.data.argoverse import ARGOVERSE_CLASSES, COCO_CLASSES, scale_to_size
 from mtpd.pipeline_config import distilled_teachers, load
 from mtpd.preflight import OFF_BY, check_experiment, config_key
+from tests.helpers import BROKEN, REPO, one_teacher
 
 SHIPPED = sorted(p.name for p in (REPO / "config").glob("*.yaml"))
 PAPER = ["coco_retinanet.yaml", "coco_retinanet_mgd.yaml", "coco_mask_rcnn.yaml",
@@ -104,23 +105,3 @@ def test_a_broken_experiment_fails_in_one_line(case, tmp_path, shapes_data):
     for text in expected:
         assert text in lines[0], (text, lines[0])
     assert not out.exists()
-
-
-@pytest.mark.slow
-def test_snakemake_stops_at_the_preflight_before_any_training(tmp_path):
-    """A broken teacher config: the preflight fails on the login node, and no training job
-    (backbone pretraining included) is started."""
-    wd = workdir(tmp_path)
-    teacher, expected = BROKEN["typo'd backbone type"]
-    config = one_teacher(tmp_path, teacher(tmp_path))
-    dry = snakemake(wd, "-n", "--configfile", str(config), timeout=300)
-    assert dry.returncode == 0 and "checkpoint preflight:" in dry.stdout, dry.stderr[-3000:]
-    r = snakemake(wd, "--configfile", str(config), timeout=600)
-    out = r.stdout + r.stderr
-    assert r.returncode != 0 and "Error in rule preflight" in out, out[-3000:]
-    for rule in ("pretrain_backbone", "train_teacher", "train_baseline", "distill_stage"):
-        assert f"rule {rule}:" not in out, rule  # never started
-    (log,) = (wd / "results" / "tiny" / "preflight").glob("*.log")
-    lines = [line for line in log.read_text().splitlines() if line.startswith("mtpd preflight")]
-    assert len(lines) == 1 and all(text in lines[0] for text in expected), lines
-    assert not list((wd / "results" / "tiny" / "preflight").glob("*.json"))

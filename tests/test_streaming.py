@@ -9,9 +9,9 @@ import pytest
 
 from mtpd.data.sequences import SequencesSpec, generate_sequences
 from mtpd.errors import MtpdError
-from tests.helpers import random_checkpoint
 from mtpd.streaming import (Output, draw_runtimes, latency_source, match, parse_latency, replay,
                             runtimes_for, sequences_of, simulate, streaming_ap, sweep_table)
+from tests.helpers import random_checkpoint
 
 FPS = 30.0
 DEVICE = re.compile(r"^(cpu: .+ \(\d+ threads\)|cuda: .+)$")

@@ -1,5 +1,6 @@
-"""Dataset validation: every kind of problem is one message naming the file, the ids and the fix;
-a failing dataset writes nothing; a passing split is cached by its annotation file's content."""
+"""Dataset validation (mtpd/data/validate.py): every kind of problem is one message naming the
+file, the ids and the fix; a failing dataset writes nothing; a passing split is cached by its
+annotation file's content; `mtpd data check` names them in one line."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,9 @@ import pytest
 from mtpd.data.manifest import DatasetManifest
 from mtpd.data.validate import DROP_KEY, check_categories, validate_dataset, validate_split
 from mtpd.errors import DatasetError
-from tests.helpers import SMALL_W, SMALL_H, small_coco, small_dataset, write_split
+
+from tests.helpers import (SMALL_H, SMALL_W, one_line_error, run_mtpd,
+                           small_coco, small_dataset, write_split)
 
 
 def _fails(root: Path, splits: dict[str, dict[str, Any] | str] | None = None, **kw: Any) -> str:
@@ -322,3 +325,20 @@ def test_odd_entries(tmp_path):
     assert "make every entry of 'annotations' an object" in entries
     assert "not 4 numbers" in box and "annotation ids 11;" in box and box.endswith(
         f"set {DROP_KEY}: true to drop bad boxes")
+
+
+def test_missing_image_and_bad_boxes_are_named(tmp_path, shapes_data):
+    root = Path(shapes_data).parent
+    coco = json.loads((root / "val.json").read_text())
+    coco["annotations"][0]["bbox"] = [float("nan"), 1, 2, 3]
+    coco["annotations"].append({**coco["annotations"][1], "id": 99999, "image_id": 424242})
+    ann = tmp_path / "val.json"
+    ann.write_text(json.dumps(coco))
+    manifest = {"name": "x", "data_root": str(root),
+                "splits": {"val": {"ann_file": str(ann), "img_dir": str(root / "images/val")}}}
+    m = tmp_path / "dataset.json"
+    m.write_text(json.dumps(manifest))
+    r = run_mtpd("data", "check", "--dataset", str(m), "--out", str(tmp_path / "checked.json"))
+    line = one_line_error(r, "val.json", "424242", "dataset.drop_bad_boxes")
+    assert "non-finite" in line or "nan" in line.lower()
+    assert not (tmp_path / "checked.json").exists()

@@ -1,15 +1,16 @@
-"""The embedded dataset generator: valid COCO, deterministic, hard, proxy carved from train."""
+"""The embedded dataset generator (mtpd/data/shapes.py): valid COCO, deterministic, hard, proxy
+carved from the training stream."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
-import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mtpd.data.manifest import DatasetManifest, DatasetError
-from mtpd.data.shapes import TEXTURES, ShapesSpec, class_names, generate, render_image
+from mtpd.data.manifest import DatasetManifest
+from mtpd.data.shapes import ShapesSpec, TEXTURES, class_names, generate, render_image
+
 from tests.helpers import tree_digest
 
 
@@ -80,21 +81,6 @@ def test_atomic_output_replaces_old_data(tmp_path):
     generate(out, ShapesSpec.from_settings(num_train=3, num_proxy=0, num_val=1, seed=1))
     assert len(list((out / "images/train").iterdir())) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-
-
-def test_bad_spec_and_manifest_errors(tmp_path):
-    with pytest.raises(ValueError, match="image_size"):
-        ShapesSpec.from_settings(image_size=8)
-    with pytest.raises(DatasetError, match="does not exist"):
-        DatasetManifest.load(tmp_path / "missing.json")
-    bad = tmp_path / "m.json"
-    bad.write_text(json.dumps({"name": "x", "splits": {"train": {"ann_file": "a.json"}}}))
-    with pytest.raises(DatasetError, match="splits.train lacks 'img_dir'"):
-        DatasetManifest.load(bad)
-    bad.write_text(json.dumps({"name": "x", "splits": {
-        "train": {"ann_file": "a.json", "img_dir": "i/"}}}))
-    with pytest.raises(DatasetError, match="no split 'val'"):
-        DatasetManifest.load(bad).split("val")
 
 
 def test_rle_masks_decode(shapes_data):
