@@ -1,21 +1,22 @@
-"""The `mtpd` entry points: cheap local steps, one-line errors, `python -m mtpd`."""
+"""The `mtpd` entry points (mtpd/cli.py): cheap local steps, one-line errors, `python -m mtpd`."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 
+import pytest
+
 from mtpd.layout import Layout, metrics_path
+
+from tests.helpers import one_line_error, run_mtpd
+
 
 HEAVY = ("torch", "mmengine", "mmdet", "mmcv")
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mtpd", *args], capture_output=True, text=True)
-
-
 def test_python_dash_m_mtpd():
-    r = _run("--help")
+    r = run_mtpd("--help")
     assert r.returncode == 0 and "bgs" in r.stdout and "tables" in r.stdout
 
 
@@ -46,12 +47,24 @@ def test_local_steps_do_not_import_torch(tmp_path):
 
 
 def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
-    r = _run("evaluate", "--config", "nope.py", "--checkpoint", "x.pth", "--dataset",
+    r = run_mtpd("evaluate", "--config", "nope.py", "--checkpoint", "x.pth", "--dataset",
              str(tmp_path / "missing.json"), "--out", str(tmp_path / "m.json"))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0, r.stderr
     assert "missing.json does not exist" in r.stderr and "Traceback" not in r.stderr
-    r = _run("--debug", "evaluate", "--config", "nope.py", "--checkpoint", "x.pth",
+    r = run_mtpd("--debug", "evaluate", "--config", "nope.py", "--checkpoint", "x.pth",
              "--dataset", str(tmp_path / "missing.json"), "--out", str(tmp_path / "m.json"))
     assert r.returncode != 0 and "Traceback" in r.stderr
     assert not (tmp_path / "m.json").exists()
+
+
+def test_results_directory_that_cannot_be_written(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        r = run_mtpd("record", "--out", str(ro / "results" / "x.json"), "--json", "{}")
+        one_line_error(r, str(ro / "results"), "Read-only file system")
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)

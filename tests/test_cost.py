@@ -11,6 +11,7 @@ from mtpd.cost import (EVAL_INPUT, STUDENT, Input, Network, complexity, latency_
                        network_for, plan_networks, plan_inputs, stream_input, stream_runtimes,
                        teacher_member)
 from mtpd.errors import MtpdError
+from tests.helpers import random_checkpoint
 
 STUDENT_CONFIG = "mtpd::shapes/retinanet_r18w16_shapes.py"
 TEACHER_CONFIG = "mtpd::shapes/retinanet_r34w24_shapes.py"
@@ -56,25 +57,16 @@ def test_latency_stats():
 # --- a real measurement: two random-initialised RetinaNets on generated sequences ------------
 @pytest.fixture(scope="module")
 def two_networks(tmp_path_factory) -> tuple[Path, list[Network]]:
-    from mmengine.registry import MODELS
-
-    from mtpd import register_all_modules
-    from mtpd.checkpoint import save_model_checkpoint
-    from mtpd.data.manifest import DatasetManifest
     from mtpd.data.sequences import SequencesSpec, generate_sequences
-    from mtpd.model_config import build_job_config
 
     root = tmp_path_factory.mktemp("cost")
     spec = SequencesSpec.from_settings(num_train=1, num_proxy=0, num_val=2, frames=4, seed=2)
     manifest = generate_sequences(root / "seq", spec) / "dataset.json"
-    register_all_modules()
     networks = []
     for name, config in (("student", STUDENT_CONFIG), ("teacher", TEACHER_CONFIG),
                          ("mask", MASK_CONFIG)):
-        cfg = build_job_config(config, DatasetManifest.load(manifest), test_split="val")
-        model = MODELS.build(cfg.model)
-        model.init_weights()
-        save_model_checkpoint(root / f"{name}.pth", model.state_dict(), {"note": "random"})
+        random_checkpoint(config, manifest, root / f"{name}.pth", {"note": "random"},
+                          test_split="val")
         networks.append(Network(name, config, str(root / f"{name}.pth"),
                                 members=(STUDENT,) if name == "student" else (f"teacher:{name}",)))
     return manifest, networks

@@ -12,16 +12,14 @@ import signal
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mtpd.devices import (JobDevices, assign, local_pool, machine_gpus, parse_nvidia_smi,
                           parse_visible)
-from mtpd.distributed import per_process
 from mtpd.errors import DeviceError
+from tests.helpers import wait_for
 
 # one job: claims its GPUs as `mtpd train --gpus N` does, records them, holds them until told
 JOB = """
@@ -100,11 +98,6 @@ def test_cpu_jobs_hide_the_gpus_and_run_one_process(tmp_path):
         assign(3, env={"MTPD_GPUS": "0,1", "MTPD_GPU_LOCKS": str(tmp_path)})
 
 
-def test_processes_started_for_a_job_do_not_assign_devices_again():
-    argv = ["train", "--config", "c.py", "--gpus", "2", "--nproc=3", "--out", "m.pth"]
-    assert per_process(argv) == ["train", "--config", "c.py", "--out", "m.pth"]
-
-
 def test_a_job_asking_for_more_gpus_than_the_machine_has_fails_in_one_line(tmp_path):
     """Before anything heavy is imported: the user reads one line naming the fix."""
     env = {**os.environ, "MTPD_GPUS": "0,1", "MTPD_GPU_LOCKS": str(tmp_path)}
@@ -141,16 +134,6 @@ class Job:
         return self.proc.wait(timeout=30)
 
 
-def wait_until(what: str, check: Callable[[], object], timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_concurrent_jobs_get_disjoint_gpus_wait_and_get_them_back(tmp_path):
     """Two 2-GPU jobs started together split a 4-GPU pool; a third waits until the first ends;
     a fourth waits until the second is SIGKILLed; no device is ever held twice."""
@@ -160,26 +143,26 @@ def test_concurrent_jobs_get_disjoint_gpus_wait_and_get_them_back(tmp_path):
     a, b = Job(tmp_path, "a", 2, env), Job(tmp_path, "b", 2, env)
     jobs = [a, b]
     try:
-        got_a = wait_until("job a's devices", a.devices)
-        got_b = wait_until("job b's devices", b.devices)
+        got_a = wait_for("job a's devices", a.devices, 60.0, interval=0.05)
+        got_b = wait_for("job b's devices", b.devices, 60.0, interval=0.05)
         assert len(got_a) == len(got_b) == 2 and got_a | got_b == {"0", "1", "2", "3"}
         assert stat.S_IMODE(locks.stat().st_mode) == 0o1777  # shared by every user, like /tmp
 
         c = Job(tmp_path, "c", 1, env)
         jobs.append(c)
-        wait_until("job c to wait", c.waiting)
+        wait_for("job c to wait", c.waiting, 60.0, interval=0.05)
         assert c.devices() is None
         assert a.end() == 0  # a ends normally: its devices are free again
-        got_c = wait_until("job c's device", c.devices)
+        got_c = wait_for("job c's device", c.devices, 60.0, interval=0.05)
         assert len(got_c) == 1 and got_c <= got_a
 
         d = Job(tmp_path, "d", 2, env)  # one device is free: d holds none and waits
         jobs.append(d)
-        wait_until("job d to wait", d.waiting)
+        wait_for("job d to wait", d.waiting, 60.0, interval=0.05)
         assert d.devices() is None
         b.proc.send_signal(signal.SIGKILL)
         assert b.proc.wait(timeout=30) == -signal.SIGKILL
-        got_d = wait_until("job d's devices", d.devices)
+        got_d = wait_for("job d's devices", d.devices, 60.0, interval=0.05)
         assert len(got_d) == 2 and not got_d & got_c and got_d & got_b
         assert c.end() == 0 and d.end() == 0
     finally:

@@ -1,4 +1,5 @@
-"""Multi-process stages (DDP) on CPU with gloo: what a multi-GPU SLURM job runs."""
+"""Multi-process stages (mtpd/distributed.py): DDP on CPU with gloo, what a multi-GPU SLURM job
+runs; the processes started for a job do not assign devices again."""
 from __future__ import annotations
 
 import json
@@ -6,25 +7,15 @@ import os
 import subprocess
 import sys
 
-from mtpd.checkpoint import load_checkpoint_file, save_model_checkpoint
+
+from mtpd.checkpoint import load_checkpoint_file
 from mtpd.data.manifest import DatasetManifest
+from mtpd.distributed import per_process
+
+from tests.helpers import random_teacher
 
 STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"
 TEACHER = "mtpd::shapes/retinanet_r34w24_shapes.py"
-
-
-def _random_teacher(tmp_path, manifest) -> str:
-    from mmdet.registry import MODELS
-
-    from mtpd import register_all_modules
-    from mtpd.model_config import build_job_config
-
-    register_all_modules()
-    model = MODELS.build(build_job_config(TEACHER, manifest).model)
-    model.init_weights()
-    path = tmp_path / "teacher.pth"
-    save_model_checkpoint(path, model.state_dict(), {})
-    return str(path)
 
 
 def test_two_process_distillation_stage_and_evaluation(tmp_path, shapes_data):
@@ -36,7 +27,7 @@ def test_two_process_distillation_stage_and_evaluation(tmp_path, shapes_data):
 
     manifest = DatasetManifest.load(shapes_data)
     distill = json.dumps({"teacher_config": TEACHER,
-                          "teacher_checkpoint": _random_teacher(tmp_path, manifest)})
+                          "teacher_checkpoint": random_teacher(tmp_path, manifest)})
     out = tmp_path / "stage.pth"
     r = subprocess.run([sys.executable, "-m", "mtpd", "train", "--config", STUDENT,
                         "--dataset", str(shapes_data), "--out", str(out), "--epochs", "1",
@@ -74,3 +65,8 @@ def test_two_process_distillation_stage_and_evaluation(tmp_path, shapes_data):
     assert set(one) == set(two) and two["processes"] == 2
     for key in ("AP", "AP50", "AP75", "num_detections"):
         assert one[key] == two[key], key  # the two shares together are the whole split
+
+
+def test_processes_started_for_a_job_do_not_assign_devices_again():
+    argv = ["train", "--config", "c.py", "--gpus", "2", "--nproc=3", "--out", "m.pth"]
+    assert per_process(argv) == ["train", "--config", "c.py", "--out", "m.pth"]

@@ -11,7 +11,7 @@ import zipfile
 import pytest
 import yaml
 
-from conftest import REPO
+from tests.helpers import REPO
 
 
 def test_environment_pip_section_matches_pyproject():

@@ -7,9 +7,9 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import REPO
 from mtpd.errors import PipelineConfigError
 from mtpd.pipeline_config import SCHEMA, complete, default, load
+from tests.helpers import REPO
 
 
 @pytest.fixture()

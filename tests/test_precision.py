@@ -1,50 +1,20 @@
-"""Mixed precision on CPU (bf16 autocast) through the same AMP wrapper a GPU job uses."""
+"""Mixed precision on CPU (mtpd/precision.py): bf16 autocast through the same AMP wrapper a GPU
+job uses. Resuming a bf16 run: tests/test_resume.py; the flag in the rules' command lines:
+tests/test_workflow.py."""
 from __future__ import annotations
 
 import math
-import os
-import signal
 
 import pytest
 import torch
-import yaml
 
-from conftest import snakemake, workdir
-from mtpd.checkpoint import load_checkpoint_file, save_model_checkpoint
-from mtpd.data.manifest import DatasetManifest
+from mtpd.checkpoint import load_checkpoint_file
 from mtpd.train import work_dir_for
+
+from tests.helpers import count_steps, random_teacher
 
 STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"
 TEACHER = "mtpd::shapes/retinanet_r34w24_shapes.py"
-
-
-def _random_teacher(tmp_path, shapes_data) -> str:
-    from mmdet.registry import MODELS
-
-    from mtpd import register_all_modules
-    from mtpd.model_config import build_job_config
-
-    register_all_modules()
-    model = MODELS.build(build_job_config(TEACHER, DatasetManifest.load(shapes_data)).model)
-    model.init_weights()
-    save_model_checkpoint(tmp_path / "teacher.pth", model.state_dict(), {})
-    return str(tmp_path / "teacher.pth")
-
-
-def _count_steps(monkeypatch, steps: list, stop_at: int | None = None) -> None:
-    """Counts the parameter updates made by mtpd's AMP wrapper (and sends this process
-    SIGTERM, as SLURM would, during update `stop_at`)."""
-    from mtpd.precision import MtpdAmpOptimWrapper
-
-    update = MtpdAmpOptimWrapper.update_params
-
-    def counted(self, loss, *args, **kwargs):
-        steps.append(float(loss.detach()))
-        if len(steps) == stop_at:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return update(self, loss, *args, **kwargs)
-
-    monkeypatch.setattr(MtpdAmpOptimWrapper, "update_params", counted)
 
 
 def test_bf16_distillation_stage_exports_fp32_that_evaluates(tmp_path, shapes_data,
@@ -73,11 +43,11 @@ def test_bf16_distillation_stage_exports_fp32_that_evaluates(tmp_path, shapes_da
     monkeypatch.setattr(StageDistiller, "teacher_features", watched_teacher)
     monkeypatch.setattr(StageDistiller, "distill_loss", watched_distill)
     steps: list[float] = []
-    _count_steps(monkeypatch, steps)
+    count_steps(monkeypatch, steps)
     out = tmp_path / "stage.pth"
     train(STUDENT, shapes_data, out, epochs=1, batch_size=8, num_workers=0, seed=0,
           distill={"teacher_config": TEACHER,
-                   "teacher_checkpoint": _random_teacher(tmp_path, shapes_data)},
+                   "teacher_checkpoint": random_teacher(tmp_path, shapes_data)},
           feature_loss_split="proxy", precision="bf16")
 
     assert len(steps) == 5 and all(math.isfinite(v) for v in steps)  # 40 images, batch 8
@@ -93,31 +63,6 @@ def test_bf16_distillation_stage_exports_fp32_that_evaluates(tmp_path, shapes_da
     assert resume["optimizer"]["loss_scaler"] == {}  # bf16: no loss scaling
     rec = evaluate(STUDENT, out, shapes_data, tmp_path / "m.json", split="val", num_workers=0)
     assert 0 <= rec["AP"] <= 100
-
-
-def test_interrupted_bf16_run_resumes_with_the_amp_wrapper(tmp_path, shapes_data,
-                                                            monkeypatch):
-    """SIGTERM mid-epoch saves the AMP wrapper's state; the next run resumes after the batches
-    done, still in bf16, and finishes the epoch."""
-    from mtpd.errors import TrainingInterrupted
-    from mtpd.train import train
-
-    out = tmp_path / "student.pth"
-    args = dict(epochs=1, batch_size=8, num_workers=0, seed=0, precision="bf16")
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        steps: list[float] = []
-        _count_steps(monkeypatch, steps, stop_at=3)
-        with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at iteration 3"):
-            train(STUDENT, shapes_data, out, **args)
-        saved = load_checkpoint_file(work_dir_for(out) / "iter_3.pth")
-        assert "loss_scaler" in saved["optimizer"] and saved["meta"]["mtpd_iter_in_epoch"] == 3
-        train(STUDENT, shapes_data, out, **args)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-    assert len(steps) == 5  # 3, then batches 4 and 5 of 5
-    meta = load_checkpoint_file(out)["meta"]["mtpd"]
-    assert meta["resumed"] and meta["precision"] == "bf16"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused only without CUDA")
@@ -145,17 +90,3 @@ def test_precision_names_agree():
         assert build_parser().parse_args(train + ["--precision", name]).precision == name
     with pytest.raises(SystemExit):
         build_parser().parse_args(train + ["--precision", "fp64"])
-
-
-def test_every_training_job_gets_the_flag_only_when_not_fp32(tmp_path):
-    """Teachers, baselines and stages: `--precision bf16` when set, and fp32 command lines
-    unchanged (so Snakemake does not rerun results made before the setting existed)."""
-    wd = workdir(tmp_path)
-    (wd / "config" / "bf16.yaml").write_text(yaml.safe_dump({"train": {"precision": "bf16"}}))
-    for extra, flag in (([], False), (["config/bf16.yaml"], True)):
-        r = snakemake(wd, "-n", "-p", "--configfile", "config/tiny.yaml", *extra)
-        assert r.returncode == 0, r.stderr[-3000:]
-        trains = [line for line in r.stdout.splitlines() if "mtpd train" in line]
-        assert len(trains) > 3 and "--distill" in " ".join(trains)
-        assert all(("--precision bf16" in t) == flag for t in trains), trains
-        assert "--precision" not in r.stdout.replace("--precision bf16", "")

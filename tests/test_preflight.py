@@ -1,6 +1,7 @@
 """The preflight: every shipped experiment passes it; a broken model config, unknown weights, a
 fetched teacher without sha256 or FPN levels that do not match fail it with one line naming
-the model, the key and the fix; a re-run is cached; Snakemake runs it before any training."""
+the model, the key and the fix; a re-run is cached. Snakemake running it before any training:
+tests/e2e/test_preflight.py."""
 from __future__ import annotations
 
 import json
@@ -9,18 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import REPO, snakemake, workdir
 from mtpd.data.argoverse import ARGOVERSE_CLASSES, COCO_CLASSES
-from mtpd.model_config import PACKAGE_CONFIGS, scale_to_size
+from mtpd.model_config import scale_to_size
 from mtpd.pipeline_config import distilled_teachers, load
 from mtpd.preflight import OFF_BY, check_experiment, config_key
+from tests.helpers import BROKEN, REPO, one_teacher
 
 SHIPPED = sorted(p.name for p in (REPO / "config").glob("*.yaml"))
 PAPER = ["coco_retinanet.yaml", "coco_retinanet_mgd.yaml", "coco_mask_rcnn.yaml",
          "coco_mask_rcnn_mgd.yaml", "argoverse_retinanet.yaml"]
-SHAPES = PACKAGE_CONFIGS / "shapes"
 
 
 def fake_manifest(root: Path, classes: tuple[str, ...]) -> Path:
@@ -92,58 +91,10 @@ def test_config_key_names_one_version_of_a_config():
     assert config_key(c) != config_key(load(REPO / "config" / "tiny.yaml"))
 
 
-def _one_teacher(tmp_path: Path, teacher: dict) -> Path:
-    """tiny.yaml with one teacher `t`, distilled in one fixed order."""
-    c = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
-    c["teachers"] = {"t": teacher}
-    c["distill"]["orders"] = [["t"]]
-    c["bgs"] = {"enabled": False}
-    c["streaming"] = {"enabled": False}
-    path = tmp_path / "experiment.yaml"
-    path.write_text(yaml.safe_dump(c))
-    return path
-
-
-def _model_config(tmp_path: Path, base: str, model: str) -> str:
-    path = tmp_path / "teacher.py"
-    path.write_text(f"_base_ = '{SHAPES / base}'\nmodel = {model}\n")
-    return str(path)
-
-
-BROKEN = {
-    "typo'd backbone type": (
-        lambda tmp: {"config": _model_config(tmp, "retinanet_r34w24_shapes.py",
-                                             "dict(backbone=dict(type='ResNett'))"),
-                     "backbone": "r34w24", "epochs": 1},
-        ["teachers.t (", "model.backbone.type", "ResNett is not in the mmdet::model registry",
-         "fix its model section"]),
-    "unknown torchvision name": (
-        lambda tmp: {"config": _model_config(
-            tmp, "retinanet_r34w24_shapes.py",
-            "dict(backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained', "
-            "checkpoint='torchvision://resnet34x')))"), "epochs": 1},
-        ["teachers.t (", "model.backbone.init_cfg.checkpoint 'torchvision://resnet34x'",
-         "did you mean 'torchvision://resnet34'", "give a name from that table"]),
-    "fetched teacher without sha256": (
-        lambda tmp: {"config": "mtpd::shapes/retinanet_r34w24_shapes.py",
-                     "checkpoint": {"source": "https://example.org/t_20200101-0123abcd.pth"}},
-        ["teachers.t (mtpd::shapes/retinanet_r34w24_shapes.py)",
-         "teachers.t.checkpoint.sha256 is not given", "add the file's sha256"]),
-    "unmatched FPN levels": (
-        lambda tmp: {"config": _model_config(
-            tmp, "retinanet_r34w24_shapes.py",
-            "dict(neck=dict(num_outs=3), bbox_head=dict(anchor_generator=dict("
-            "strides=[8, 16, 32])))"), "backbone": "r34w24", "epochs": 1},
-        ["teachers.t (", "distilled into the student: distill.levels: student level(s) [3, 4]",
-         "no teacher level within a factor of 2",
-         "set distill.levels to levels both have ([0, 1, 2])"]),
-}
-
-
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_a_broken_experiment_fails_in_one_line(case, tmp_path, shapes_data):
     teacher, expected = BROKEN[case]
-    config = _one_teacher(tmp_path, teacher(tmp_path))
+    config = one_teacher(tmp_path, teacher(tmp_path))
     out = tmp_path / "preflight.json"
     r = subprocess.run([sys.executable, "-m", "mtpd", "preflight", "--experiment", str(config),
                         "--dataset", str(shapes_data), "--out", str(out)],
@@ -155,23 +106,3 @@ def test_a_broken_experiment_fails_in_one_line(case, tmp_path, shapes_data):
     for text in expected:
         assert text in lines[0], (text, lines[0])
     assert not out.exists()
-
-
-@pytest.mark.slow
-def test_snakemake_stops_at_the_preflight_before_any_training(tmp_path):
-    """A broken teacher config: the preflight fails on the login node, and no training job
-    (backbone pretraining included) is started."""
-    wd = workdir(tmp_path)
-    teacher, expected = BROKEN["typo'd backbone type"]
-    config = _one_teacher(tmp_path, teacher(tmp_path))
-    dry = snakemake(wd, "-n", "--configfile", str(config), timeout=300)
-    assert dry.returncode == 0 and "checkpoint preflight:" in dry.stdout, dry.stderr[-3000:]
-    r = snakemake(wd, "--configfile", str(config), timeout=600)
-    out = r.stdout + r.stderr
-    assert r.returncode != 0 and "Error in rule preflight" in out, out[-3000:]
-    for rule in ("pretrain_backbone", "train_teacher", "train_baseline", "distill_stage"):
-        assert f"rule {rule}:" not in out, rule  # never started
-    (log,) = (wd / "results" / "tiny" / "preflight").glob("*.log")
-    lines = [line for line in log.read_text().splitlines() if line.startswith("mtpd preflight")]
-    assert len(lines) == 1 and all(text in lines[0] for text in expected), lines
-    assert not list((wd / "results" / "tiny" / "preflight").glob("*.json"))

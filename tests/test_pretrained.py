@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 import pytest
 import torch
 
-from conftest import REPO
 from mtpd.errors import ModelConfigError
 from mtpd.model_config import PACKAGE_CONFIGS, load_config
 from mtpd.pipeline_config import load
 from mtpd.pretrained import MIRROR_ENV, pretrained_checkpoints, resolve
+from tests.helpers import REPO
 
 SHIPPED = sorted(p.name for p in (REPO / "config").glob("*.yaml"))
 R18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"  # MMEngine's table

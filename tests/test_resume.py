@@ -1,4 +1,6 @@
-"""Training that survives being stopped: SIGTERM, timed checkpoints, exact mid-epoch resume."""
+"""Training that survives being stopped (mtpd/resume.py): SIGTERM, SIGKILL, timed checkpoints,
+exact mid-epoch resume (bf16 too), and a full disk while saving. Resuming through Snakemake:
+tests/e2e/test_resume.py; a requeued SLURM job: tests/e2e/test_slurm.py."""
 from __future__ import annotations
 
 import os
@@ -8,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from mtpd.checkpoint import load_checkpoint_file
-from mtpd.train import work_dir_for
+from mtpd.train import train, work_dir_for
+
+from tests.helpers import count_steps, one_line_error, run_mtpd
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"
 
@@ -71,18 +76,81 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, sh
         assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-6), key
 
 
-def test_learning_rate_scales_with_the_total_batch(tmp_path, shapes_data):
-    """The config's LR is for its base batch (8 for the shapes configs; MMDetection's zoo: 16 =
-    8 GPUs x 2): a batch of 4 trains with half of it."""
-    from mtpd.model_config import build_job_config, load_config
-    from mtpd.data.manifest import DatasetManifest
-    from mtpd.train import train
-
-    base_lr = load_config(RETINA).optim_wrapper.optimizer.lr
-    cfg = build_job_config(RETINA, DatasetManifest.load(shapes_data), batch_size=4)
-    assert cfg.auto_scale_lr.base_batch_size == 8
-    out = tmp_path / "half.pth"
-    train(RETINA, shapes_data, out, epochs=1, seed=0, batch_size=4, num_workers=0)
+def test_resume_after_kill(tmp_path, shapes_data):
+    """A training killed after an epoch resumes from its last checkpoint when run again."""
+    out = tmp_path / "r.pth"
+    cmd = [sys.executable, "-m", "mtpd", "train", "--config", RETINA, "--dataset",
+           str(shapes_data), "--out", str(out), "--epochs", "8", "--batch-size", "8",
+           "--num-workers", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    work = work_dir_for(out)
+    deadline = time.time() + 600
+    # MMEngine writes `last_checkpoint` once an epoch's checkpoint is complete
+    while not (work / "last_checkpoint").exists() and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), "the job finished before it could be killed"
+    ckpt = Path((work / "last_checkpoint").read_text().strip())
+    done = int(ckpt.stem.split("_")[1])
+    assert 1 <= done < 8
+    # MMEngine's own checkpoint loads through our allow-list (weights_only stays on)
+    assert "message_hub" in load_checkpoint_file(ckpt)
+    subprocess.run(cmd, check=True, capture_output=True)
     meta = load_checkpoint_file(out)["meta"]["mtpd"]
-    assert meta["total_batch"] == 4 and meta["processes"] == 1
-    assert meta["lr"] == base_lr * 4 / 8
+    assert meta["resumed"] is True and meta["stage_epochs"] == 8
+    logs = "".join(p.read_text() for p in work.rglob("*.log"))
+    assert f"resumed epoch: {done}" in logs.lower()
+
+
+def test_interrupted_bf16_run_resumes_with_the_amp_wrapper(tmp_path, shapes_data,
+                                                            monkeypatch):
+    """SIGTERM mid-epoch saves the AMP wrapper's state; the next run resumes after the batches
+    done, still in bf16, and finishes the epoch."""
+    from mtpd.errors import TrainingInterrupted
+
+    out = tmp_path / "student.pth"
+    args = dict(epochs=1, batch_size=8, num_workers=0, seed=0, precision="bf16")
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        steps: list[float] = []
+        count_steps(monkeypatch, steps, stop_at=3)
+        with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at iteration 3"):
+            train(RETINA, shapes_data, out, **args)
+        saved = load_checkpoint_file(work_dir_for(out) / "iter_3.pth")
+        assert "loss_scaler" in saved["optimizer"] and saved["meta"]["mtpd_iter_in_epoch"] == 3
+        train(RETINA, shapes_data, out, **args)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert len(steps) == 5  # 3, then batches 4 and 5 of 5
+    meta = load_checkpoint_file(out)["meta"]["mtpd"]
+    assert meta["resumed"] and meta["precision"] == "bf16"
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 24 MB tmpfs: room for one resumable checkpoint of the small RetinaNet, not two."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip()})")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(small_disk, shapes_data):
+    out = small_disk / "model.pth"
+    r = run_mtpd("train", "--config", RETINA, "--dataset", str(shapes_data), "--out", str(out),
+             "--epochs", "2", "--batch-size", "8", "--num-workers", "0", "--seed", "0",
+             "--checkpoint-minutes", "0.001")
+    line = one_line_error(r, "could not save checkpoint", "the previous one is kept",
+                          "free disk space")
+    work = small_disk / "model.pth.work"
+    kept = Path((work / "last_checkpoint").read_text().strip())
+    assert kept.name in line and kept.is_file()
+    assert "message_hub" in load_checkpoint_file(kept)  # usable for resuming
+    assert not out.exists() and not list(work.glob(".*.tmp"))

@@ -12,6 +12,7 @@ from mtpd.errors import MtpdError
 from mtpd.streaming import (Output, draw_runtimes, latency_source, match, parse_latency, replay,
                             runtimes_for, sequences_of, simulate, streaming_ap)
 from mtpd.tables import sweep_table
+from tests.helpers import random_checkpoint
 
 FPS = 30.0
 DEVICE = re.compile(r"^(cpu: .+ \(\d+ threads\)|cuda: .+)$")
@@ -179,24 +180,16 @@ def test_sweep_table_picks_best_scale_per_model():
 
 # --- end to end with a real (random) RetinaNet --------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
-    """A 2 x 7-frame sequence set and a randomly initialised RetinaNet checkpoint for it."""
-    from mmengine.registry import MODELS
-
-    from mtpd import register_all_modules
-    from mtpd.checkpoint import save_model_checkpoint
-    from mtpd.data.manifest import DatasetManifest
-    from mtpd.model_config import build_job_config
-
+def sequences_and_model(tmp_path_factory) -> tuple[Path, Path]:
+    """A 2 x 7-frame sequence set and a randomly initialised RetinaNet checkpoint for it: its
+    manifest and the checkpoint. (Its initial weights, with the focal-loss prior: few boxes
+    above the score threshold, fast NMS.)"""
     root = tmp_path_factory.mktemp("e2e")
     spec = SequencesSpec.from_settings(num_train=1, num_proxy=0, num_val=2, frames=7, seed=5)
     manifest = generate_sequences(root / "seq", spec) / "dataset.json"
-    register_all_modules()
-    cfg = build_job_config(CONFIG, DatasetManifest.load(manifest), test_split="val")
-    model = MODELS.build(cfg.model)
-    model.init_weights()  # focal-loss prior: few boxes above the score threshold, fast NMS
-    save_model_checkpoint(root / "model.pth", model.state_dict(), {"note": "random init"})
-    return manifest, root / "model.pth"
+    ckpt = random_checkpoint(CONFIG, manifest, root / "model.pth", {"note": "random init"},
+                             test_split="val")
+    return manifest, ckpt
 
 
 CONFIG = "mtpd::shapes/retinanet_r18w16_shapes.py"
@@ -207,10 +200,10 @@ KEYS = {"model", "config", "checkpoint", "dataset", "split", "scale", "native_si
         "measured_runtimes_s"}
 
 
-def test_run_streaming_end_to_end(tiny_run, tmp_path):
+def test_run_streaming_end_to_end(sequences_and_model, tmp_path):
     from mtpd.streaming import run_streaming
 
-    manifest, ckpt = tiny_run
+    manifest, ckpt = sequences_and_model
     records = []
     for scale, size in ((0.5, [160, 100]), (0.25, [80, 50])):
         out = tmp_path / f"s{scale}.json"
@@ -240,11 +233,11 @@ def test_run_streaming_end_to_end(tiny_run, tmp_path):
     assert measured["runtime_ms"]["mean"] == pytest.approx(half, abs=0.01)
 
 
-def test_run_streaming_with_class_map(tiny_run, tmp_path):
+def test_run_streaming_with_class_map(sequences_and_model, tmp_path):
     """A model with more classes than the data keeps its own head; unmapped labels are dropped."""
     from mtpd.streaming import run_streaming
 
-    _, ckpt = tiny_run  # 12 shape_texture classes; this data has the 3 disk classes only
+    _, ckpt = sequences_and_model  # 12 shape_texture classes; this data has the 3 disk classes only
     spec = SequencesSpec.from_settings(num_train=1, num_proxy=0, num_val=1, frames=3, seed=6,
                                        shapes="disk")
     manifest = generate_sequences(tmp_path / "disks", spec) / "dataset.json"

@@ -26,12 +26,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import (ONE_THREAD, CheckpointWatch, train_command, user_env, wait_for,
-                      workdir)
-from slurm_cluster import CPUS_PER_GPU, GPU_MODEL, SlurmCluster
-from slurm_cluster import start as start_cluster
-
 from mtpd.orphans import ENDED
+from tests.helpers import (ONE_THREAD, CheckpointWatch, job_stats, train_command, user_env,
+                           wait_for, workdir)
+from tests.slurm_cluster import CPUS_PER_GPU, GPU_MODEL, SlurmCluster
+from tests.slurm_cluster import start as start_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -95,18 +94,6 @@ def run_snakemake(wd: Path, configfiles: list[str], *args: str, timeout: int,
                            env=user_env(), stdout=out, stderr=subprocess.STDOUT,
                            timeout=timeout + 60)
     return r.returncode, (wd / log).read_text(), time.monotonic() - start
-
-
-def job_stats(output: str) -> dict[str, int]:
-    """Snakemake's first 'Job stats' table as {rule: count}."""
-    lines = output.split("Job stats:")[1].splitlines()[3:]
-    counts = {}
-    for parts in (line.split() for line in lines):
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        counts[parts[0]] = int(parts[1])
-    counts.pop("total", None)
-    return counts
 
 
 def steps_done(output: str) -> int:

@@ -1,23 +1,22 @@
-"""Argoverse-HD layout: conversion to COCO, its classes, and the generated sequence dataset."""
+"""Argoverse-HD's layout (mtpd/data/argoverse.py): conversion to COCO, its classes, the mapping
+from COCO's and its input scales."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
 
-from mtpd.data.argoverse import (ARGOVERSE_CLASSES, COCO_CLASSES, COCO_TO_ARGOVERSE,
-                                 class_mapping, to_coco)
-from mtpd.data.manifest import DatasetManifest, read_classes
-from mtpd.data.sequences import SequencesSpec, generate_sequences
+from mtpd.data.argoverse import (ARGOVERSE_CLASSES, COCO_CLASSES, COCO_TO_ARGOVERSE, class_mapping,
+                                 to_coco)
+from mtpd.data.manifest import read_classes
 from mtpd.data.shapes import class_names
 from mtpd.errors import DatasetError, ModelConfigError
 from mtpd.model_config import scale_to_size
+
+from tests.helpers import read_coco, write_json
 
 SEQ_DIRS = ["val/aaaa/ring_front_center", "val/bbbb/ring_front_center"]
 
@@ -36,18 +35,8 @@ def _argoverse_json() -> dict:
             "sequences": ["aaaa", "bbbb"], "seq_dirs": SEQ_DIRS}
 
 
-def _write(path: Path, obj: dict) -> Path:
-    path.write_text(json.dumps(obj))
-    return path
-
-
-def _coco(path: Path) -> COCO:
-    with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(path))
-
-
 def test_to_coco_paths_ids_and_defaults(tmp_path):
-    src = _write(tmp_path / "val.json", _argoverse_json())
+    src = write_json(tmp_path / "val.json", _argoverse_json())
     summary = to_coco(src, tmp_path / "val.coco.json")
     assert summary["images"] == 5 and summary["annotations"] == 3
     assert summary["sequences"] == 2 and summary["annotation_id_offset"] == 1
@@ -70,8 +59,8 @@ def test_to_coco_paths_ids_and_defaults(tmp_path):
 
 
 def test_pycocotools_and_underscore_names(tmp_path):
-    to_coco(_write(tmp_path / "val.json", _argoverse_json()), tmp_path / "val.coco.json")
-    coco = _coco(tmp_path / "val.coco.json")
+    to_coco(write_json(tmp_path / "val.json", _argoverse_json()), tmp_path / "val.coco.json")
+    coco = read_coco(tmp_path / "val.coco.json")
     assert sorted(coco.getImgIds()) == [0, 1, 2, 3, 4]
     assert coco.getCatIds(catNms=["traffic_light", "stop_sign"]) == [6, 7]
     # MMDetection's COCO names ('traffic light') silently miss Argoverse's classes...
@@ -89,28 +78,28 @@ def test_pycocotools_and_underscore_names(tmp_path):
 def test_to_coco_test_meta_without_annotations(tmp_path):
     raw = _argoverse_json()
     del raw["annotations"]
-    summary = to_coco(_write(tmp_path / "test-meta.json", raw), tmp_path / "t.json")
+    summary = to_coco(write_json(tmp_path / "test-meta.json", raw), tmp_path / "t.json")
     assert summary["annotations"] == 0 and summary["has_annotations"] is False
-    assert len(_coco(tmp_path / "t.json").getImgIds()) == 5
+    assert len(read_coco(tmp_path / "t.json").getImgIds()) == 5
 
 
 def test_to_coco_errors_name_file_and_key(tmp_path):
     bad_sid = _argoverse_json()
     bad_sid["images"][4]["sid"] = 2
-    src = _write(tmp_path / "bad_sid.json", bad_sid)
+    src = write_json(tmp_path / "bad_sid.json", bad_sid)
     with pytest.raises(DatasetError, match=r"bad_sid\.json.*sid 2.*seq_dirs"):
         to_coco(src, tmp_path / "o.json")
     no_dirs = _argoverse_json()
     del no_dirs["seq_dirs"]
-    src = _write(tmp_path / "no_dirs.json", no_dirs)
+    src = write_json(tmp_path / "no_dirs.json", no_dirs)
     with pytest.raises(DatasetError, match=r"no_dirs\.json lacks the top-level key 'seq_dirs'"):
         to_coco(src, tmp_path / "o.json")
     no_name = _argoverse_json()
     del no_name["images"][1]["name"]
     with pytest.raises(DatasetError, match=r"images\[1\] lacks \['name'\]"):
-        to_coco(_write(tmp_path / "no_name.json", no_name), tmp_path / "o.json")
+        to_coco(write_json(tmp_path / "no_name.json", no_name), tmp_path / "o.json")
     with pytest.raises(DatasetError, match=r"data root .*Argoverse-1.1/tracking"):
-        to_coco(_write(tmp_path / "ok.json", _argoverse_json()), tmp_path / "o.json",
+        to_coco(write_json(tmp_path / "ok.json", _argoverse_json()), tmp_path / "o.json",
                 data_root_hint=tmp_path)
     assert not (tmp_path / "o.json").exists()
 
@@ -169,74 +158,3 @@ def test_scale_to_size():
     for bad in (0, -0.5, 2.5):
         with pytest.raises(ModelConfigError, match="outside"):
             scale_to_size(bad)
-
-
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(root).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-SMALL = dict(num_train=1, num_proxy=0, num_val=2, frames=5, max_objects=3, still_prob=0.0,
-             max_speed=6.0)
-
-
-def test_sequences_deterministic(tmp_path):
-    a = _digest(generate_sequences(tmp_path / "a", SequencesSpec.from_settings(**SMALL, seed=4)))
-    b = _digest(generate_sequences(tmp_path / "b", SequencesSpec.from_settings(**SMALL, seed=4)))
-    c = _digest(generate_sequences(tmp_path / "c", SequencesSpec.from_settings(**SMALL, seed=5)))
-    assert a == b != c
-
-
-def test_sequences_layout_and_motion(tmp_path):
-    spec = SequencesSpec.from_settings(**SMALL, seed=1, shapes="disk,square")
-    out = generate_sequences(tmp_path / "seq", spec)
-    raw = json.loads((out / "val.json").read_text())
-    assert not any("file_name" in img for img in raw["images"])
-    assert [i["id"] for i in raw["images"]] == list(range(10))
-    assert [(i["sid"], i["fid"]) for i in raw["images"]] == [(s, f) for s in (0, 1)
-                                                              for f in range(5)]
-    assert raw["seq_dirs"] == [f"val/{u}/ring_front_center" for u in raw["sequences"]]
-    assert [c["id"] for c in raw["categories"]] == list(range(6))
-    assert {a["iscrowd"] for a in raw["annotations"]} == {0}
-    assert all(a["area"] == a["bbox"][2] * a["bbox"][3] for a in raw["annotations"])
-    for img in raw["images"]:
-        frame = out / raw["seq_dirs"][img["sid"]] / img["name"]
-        assert frame.is_file() and img["name"] == f"ring_front_center_{img['fid']:06d}.png"
-    # objects move: some track's box changes from frame to frame
-    boxes: dict[int, list] = {}
-    for a in raw["annotations"]:
-        boxes.setdefault(a["track"], []).append(a["bbox"])
-    assert any(len({tuple(b) for b in bs}) > 1 for bs in boxes.values())
-    m = DatasetManifest.load(out / "dataset.json")
-    assert m.classes == tuple(class_names(("disk", "square")))
-    assert set(m.splits) == {"train", "val"}
-    coco = _coco(m.split("val").ann_file)
-    img0 = coco.loadImgs(0)[0]
-    assert (m.split("val").img_dir / img0["file_name"]).is_file()
-
-
-def test_sequences_read_by_mmdet_cocodataset(tmp_path):
-    from mmdet.datasets import CocoDataset
-
-    out = generate_sequences(tmp_path / "seq", SequencesSpec.from_settings(**SMALL, seed=2))
-    m = DatasetManifest.load(out / "dataset.json")
-    s = m.split("val")
-    ds = CocoDataset(ann_file=str(s.ann_file), data_prefix=dict(img=str(s.img_dir) + "/"),
-                     metainfo=dict(classes=m.classes), test_mode=True, pipeline=[],
-                     lazy_init=False)
-    assert len(ds) == 10
-    first = ds.get_data_info(0)
-    assert Path(first["img_path"]).is_file()
-    n_anns = sum(len(ds.get_data_info(i)["instances"]) for i in range(len(ds)))
-    assert n_anns == len(json.loads(s.ann_file.read_text())["annotations"])
-
-
-def test_sequences_spec_errors():
-    with pytest.raises(DatasetError, match="unknown sequences settings"):
-        SequencesSpec.from_settings(num_frames=3)
-    with pytest.raises(DatasetError, match="max_speed"):
-        SequencesSpec.from_settings(max_speed=-1)

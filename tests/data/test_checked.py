@@ -17,7 +17,8 @@ from mtpd.data.manifest import DatasetManifest
 from mtpd.data.sequences import SequencesSpec, generate_sequences
 from mtpd.errors import DatasetError
 from mtpd.evaluate import coco_eval
-from test_validate import _coco, _manifest
+
+from tests.helpers import small_coco, small_dataset
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"
 ENTRY_POINTS = ["train", "evaluate", "pretrain", "stream", "export"]
@@ -58,9 +59,9 @@ def _argv(entry: str, manifest: Path, tmp: Path) -> list[str]:
 
 
 def _bad_manifest(root: Path, bad: str) -> Path:
-    coco = _coco()
+    coco = small_coco()
     BAD[bad][0](coco)
-    return _manifest(root, {"train": coco})
+    return small_dataset(root, {"train": coco})
 
 
 @pytest.mark.parametrize("bad", list(BAD))
@@ -91,7 +92,7 @@ def test_python_dash_m_mtpd_train_refuses_a_nan_box(tmp_path):
 
 
 def test_unchecked_manifest_is_checked_once_then_cached(tmp_path):
-    manifest = _manifest(tmp_path, {"train": _coco(), "val": _coco()})
+    manifest = small_dataset(tmp_path, {"train": small_coco(), "val": small_coco()})
     first = load_checked(manifest)
     out = checked_dir(manifest) / "checked.json"
     assert first.path == out and first.checks is not None
@@ -105,9 +106,9 @@ def test_unchecked_manifest_is_checked_once_then_cached(tmp_path):
 
 
 def test_data_check_prints_its_fixes(tmp_path, capsys):
-    coco = _coco()
+    coco = small_coco()
     coco["annotations"][0]["id"] = 0
-    manifest = _manifest(tmp_path, {"train": coco})
+    manifest = small_dataset(tmp_path, {"train": coco})
     assert main(["data", "check", "--dataset", str(manifest), "--out",
                  str(tmp_path / "c" / "checked.json")]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -119,7 +120,7 @@ def test_data_check_prints_its_fixes(tmp_path, capsys):
 
 
 def test_check_that_cannot_be_written_is_refused_in_one_line(tmp_path):
-    manifest = _manifest(tmp_path, {"train": _coco()})
+    manifest = small_dataset(tmp_path, {"train": small_coco()})
     checked_dir(manifest).write_text("a file where the check's directory would go")
     with pytest.raises(DatasetError) as e:
         load_checked(manifest)

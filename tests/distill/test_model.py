@@ -1,15 +1,19 @@
-"""The distillation engine on real mmdet models: frozen teacher, gradients, stages, export."""
+"""One distillation stage (mtpd/distill/model.py) on real mmdet models: frozen teacher, never
+initialised from its config, gradients, levels, stages, the student exported."""
 from __future__ import annotations
 
-import torch
+import socket
+
 import pytest
+import torch
 from mmengine.config import Config
 
 from mtpd.checkpoint import load_checkpoint_file, save_model_checkpoint
-from mtpd.model_config import build_job_config
 from mtpd.data.manifest import DatasetManifest
-from mtpd.distill.align import TeacherInput, match_levels
-from mtpd import register_all_modules
+from mtpd.distill.align import match_levels
+from mtpd.model_config import build_job_config, load_config
+
+from tests.helpers import random_checkpoint
 
 STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"
 TEACHER = "mtpd::shapes/retinanet_r34w24_shapes.py"
@@ -18,15 +22,8 @@ SWIN = "mtpd::shapes/retinanet_swin_shapes.py"
 
 def _random_teacher(tmp_path, config, manifest) -> str:
     """A teacher checkpoint with random weights: enough to test the mechanics."""
-    from mmdet.registry import MODELS
-
-    register_all_modules()
-    cfg = build_job_config(config, manifest, work_dir=tmp_path / "w")
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    path = tmp_path / f"teacher_{abs(hash(config))}.pth"
-    save_model_checkpoint(path, model.state_dict(), {})
-    return str(path)
+    return str(random_checkpoint(config, manifest, tmp_path / f"teacher_{abs(hash(config))}.pth",
+                                 work_dir=tmp_path / "w"))
 
 
 def _distiller(tmp_path, shapes_data, teacher_config=TEACHER, **distill):
@@ -98,19 +95,6 @@ def test_levels_matched_by_stride_and_min_positions(tmp_path, shapes_data):
     assert model.distilled_levels(feats) == [0, 1, 2, 3]  # the 2x2 map is skipped
     model.levels = [1, 2]
     assert model.distilled_levels(feats) == [1, 2]
-
-
-def test_teacher_input_conversion():
-    conv = TeacherInput(student_mean=[10, 20, 30], student_std=[2, 2, 2],
-                        teacher_mean=[0, 0, 0], teacher_std=[1, 1, 1], flip_channels=True,
-                        scale=1.5, pad_divisor=32)
-    raw = torch.rand(1, 3, 32, 32) * 255
-    student_in = (raw - torch.tensor([10., 20, 30]).view(1, 3, 1, 1)) / 2
-    out = conv(student_in)
-    assert out.shape == (1, 3, 64, 64)  # 48 padded to a multiple of 32
-    expect = torch.nn.functional.interpolate(raw.flip(1), scale_factor=1.5, mode="bilinear",
-                                             align_corners=False)
-    assert torch.allclose(out[..., :48, :48], expect, atol=1e-3)
 
 
 @pytest.mark.parametrize("loss", ["FeatureMSELoss", "CWDLoss", "PKDLoss", "MGDLoss", "FGDLoss"])
@@ -205,3 +189,33 @@ def test_inherit_neck_head_only_when_shapes_match(tmp_path, shapes_data):
         assert torch.equal(model.student.state_dict()[name], model.teacher.state_dict()[name])
     with pytest.raises(ValueError, match="inherit_neck_head needs the same neck and head"):
         _distiller(tmp_path, shapes_data, inherit_neck_head=True)
+
+
+def test_teachers_never_download_imagenet_weights(tmp_path, shapes_data, monkeypatch):
+    """A zoo teacher config names ImageNet weights for its backbone; building and running it as
+    a teacher must not fetch them (its checkpoint has every weight): no socket may connect."""
+    from mmdet.registry import MODELS
+
+    from mtpd import register_all_modules
+    from mtpd.data.manifest import DatasetManifest
+    from mtpd.distill import build_distiller_cfg
+    from mtpd.model_config import build_job_config
+
+    register_all_modules()
+    zoo = "mmdet::retinanet/retinanet_r18_fpn_1x_coco.py"
+    assert "torchvision://resnet18" in str(load_config(zoo).model.backbone.init_cfg)
+    manifest = DatasetManifest.load(shapes_data)
+    teacher = MODELS.build(build_job_config(zoo, manifest).model)  # built, never initialised
+    ckpt = tmp_path / "zoo_teacher.pth"
+    save_model_checkpoint(ckpt, teacher.state_dict(), {})
+
+    def refuse(*a, **k):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    cfg = build_job_config("mtpd::shapes/retinanet_r18w16_shapes.py", manifest)
+    model = MODELS.build(build_distiller_cfg(
+        cfg, {"teacher_config": zoo, "teacher_checkpoint": str(ckpt)}, len(manifest.classes)))
+    model.init_weights()
+    feats = model.teacher_features(torch.zeros(1, 3, 128, 128))
+    assert len(feats) == 5

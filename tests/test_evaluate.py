@@ -1,19 +1,71 @@
-"""Both COCO backends give the same 12 statistics, so switching the default changes no number."""
+"""Evaluation (mtpd/evaluate.py): COCO AP of perfect and empty detections, mask AP, a teacher
+far below its recorded AP, and both COCO backends giving the same 12 statistics, so
+switching the default changes no number."""
 from __future__ import annotations
 
 import copy
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from mtpd.evaluate import ALL_STAT_NAMES, COCO_BACKENDS, STAT_NAMES, coco_eval
+from mtpd.checkpoint import save_model_checkpoint
+from mtpd.data.manifest import DatasetManifest
+from mtpd.evaluate import ALL_STAT_NAMES, COCO_BACKENDS, STAT_NAMES, coco_eval, evaluate
+from mtpd.train import train
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
+
+MASK_RCNN = "mtpd::shapes/mask_rcnn_r18w16_shapes.py"
 TOLERANCE = 1e-4 * 100  # 1e-4 absolute on COCOeval's 0..1 scale; coco_eval reports percent
 
 
+def test_mask_rcnn_trains_and_reports_mask_ap(tmp_path, shapes_data):
+    out = tmp_path / "mask.pth"
+    train(MASK_RCNN, shapes_data, out, epochs=1, batch_size=8, num_workers=0, seed=0)
+    rec = evaluate(MASK_RCNN, out, shapes_data, tmp_path / "m.json", split="val", num_workers=0)
+    assert "mask_AP" in rec and 0 <= rec["mask_AP"] <= 100
+
+
+def test_coco_eval_perfect_and_empty(shapes_data):
+    """Ground truth scored against itself gives AP 100; no detections give 0."""
+    ann = DatasetManifest.load(shapes_data).split("val").ann_file
+    gt = json.loads(ann.read_text())
+    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                "score": 1.0} for a in gt["annotations"]]
+    assert coco_eval(ann, results)["AP"] == pytest.approx(100.0)
+    assert coco_eval(ann, [])["AP"] == 0.0
+
+
+def test_teacher_far_below_its_recorded_ap_stops_the_run(tmp_path, shapes_data):
+    """A checkpoint that does not fit its recorded AP (e.g. a wrong num_classes) is caught by
+    evaluating each teacher once; nothing is written for it."""
+    from mmdet.registry import MODELS
+
+    from mtpd import register_all_modules
+    from mtpd.data.manifest import DatasetManifest
+    from mtpd.model_config import build_job_config
+
+    register_all_modules()
+    config = "mtpd::shapes/retinanet_r18w16_shapes.py"
+    model = MODELS.build(build_job_config(config, DatasetManifest.load(shapes_data)).model)
+    model.init_weights()
+    ckpt = tmp_path / "teacher.pth"
+    save_model_checkpoint(ckpt, model.state_dict(), {})
+    out = tmp_path / "metrics_val.json"
+    r = subprocess.run([sys.executable, "-m", "mtpd", "evaluate", "--config", config,
+                        "--checkpoint", str(ckpt), "--dataset", str(shapes_data), "--split",
+                        "val", "--out", str(out), "--num-workers", "0", "--expect-box-ap",
+                        "38.5", "--ap-tolerance", "3"], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "TEACHER CHECK FAILED" in r.stderr and "records 38.5" in r.stderr
+    assert not out.exists()
+
+
+# --- both COCO backends: the same 12 statistics -----------------------------------------------
 def _generator():
     """The benchmark's problem generator (one generator for the benchmark and this test)."""
     spec = importlib.util.spec_from_file_location("coco_eval_speed",

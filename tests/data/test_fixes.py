@@ -1,37 +1,25 @@
-"""COCO-format quirks that change AP without a word: the checked copy fixes them (AP on it equals
-AP on a copy fixed by hand, with pycocotools and faster-coco-eval alike) or the check refuses
-them; the user's own file is never changed."""
+"""COCO-format quirks that change AP without a word (mtpd/data/fixes.py): the checked copy fixes
+them (AP on it equals AP on a copy fixed by hand, with pycocotools and faster-coco-eval alike)
+or the check refuses them; the user's own file is never changed."""
 from __future__ import annotations
 
 import copy
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from mtpd.data.argoverse import to_coco
 from mtpd.data.fixes import id_offset
-from mtpd.data.image_size import HEAD, header_size
 from mtpd.data.validate import validate_dataset, validate_split
 from mtpd.evaluate import COCO_BACKENDS, coco_eval
 
-SIZE = 100  # every hand-made image is SIZE x SIZE
-BOXES = ([10, 10, 30, 30], [50, 50, 40, 20])  # on each image; both 'small' (area < 32^2)
+from tests.helpers import QUIRK_BOXES, QUIRK_SIZE, quirk_coco, quirk_dataset, write_json
+
 SQUARE = [[60, 10, 90, 10, 90, 40, 60, 40]]  # a 30 x 30 polygon
-
-
-def _coco(first_id: int = 1) -> dict[str, Any]:
-    """Two images with two boxes each, annotation ids from `first_id`."""
-    images = [{"id": i, "file_name": f"{i}.png", "width": SIZE, "height": SIZE} for i in (1, 2)]
-    anns = [{"id": first_id + 2 * (img - 1) + k, "image_id": img, "category_id": 1,
-             "bbox": list(box), "area": box[2] * box[3], "iscrowd": 0}
-            for img in (1, 2) for k, box in enumerate(BOXES)]
-    return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}]}
 
 
 def _perfect(coco: dict[str, Any]) -> list[dict[str, Any]]:
@@ -40,22 +28,10 @@ def _perfect(coco: dict[str, Any]) -> list[dict[str, Any]]:
              "score": 0.9} for a in coco["annotations"]]
 
 
-def _dataset(root: Path, coco: dict[str, Any]) -> Path:
-    """`coco` as split val of a manifest in `root`, with its images; returns the manifest."""
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    for im in coco["images"]:
-        cv2.imwrite(str(root / "images" / im["file_name"]), np.zeros((SIZE, SIZE, 3), np.uint8))
-    (root / "val.json").write_text(json.dumps(coco))
-    path = root / "dataset.json"
-    path.write_text(json.dumps({"name": "q", "data_root": ".", "splits": {
-        "val": {"ann_file": "val.json", "img_dir": "images/"}}}))
-    return path
-
-
 def _check(root: Path, coco: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
     """Checks `coco` as a dataset; returns the annotation file to use and its split report."""
     source = json.dumps(coco)
-    report = validate_dataset(_dataset(root, coco), root / "out" / "checked.json")
+    report = validate_dataset(quirk_dataset(root, coco), root / "out" / "checked.json")
     assert (root / "val.json").read_text() == source  # the user's file stays as it was
     split = report["splits"]["val"]
     return Path(split["ann_file"]), split
@@ -65,17 +41,12 @@ def _ap(ann_file: Path, coco: dict[str, Any], backend: str) -> float | None:
     return coco_eval(ann_file, _perfect(coco), backend=backend)["AP"]
 
 
-def _write(path: Path, coco: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(coco))
-    return path
-
-
 @pytest.mark.parametrize("backend", COCO_BACKENDS)
 def test_annotation_id_0_is_shifted_and_scores_100(tmp_path, backend):
-    raw = _coco(first_id=0)
+    raw = quirk_coco(first_id=0)
     fixed, split = _check(tmp_path, raw)
     assert fixed == (tmp_path / "out" / "val.clean.json").resolve()
-    by_hand = _write(tmp_path / "renumbered.json", _coco(first_id=1))
+    by_hand = write_json(tmp_path / "renumbered.json", quirk_coco(first_id=1))
     if backend == "faster_coco_eval":  # it warns (1.8), yet scores the same as pycocotools
         with pytest.warns(UserWarning, match="annotation id 0"):
             assert _ap(tmp_path / "val.json", raw, backend) < 100
@@ -91,11 +62,11 @@ def test_annotation_id_0_is_shifted_and_scores_100(tmp_path, backend):
 
 @pytest.mark.parametrize("backend", COCO_BACKENDS)
 def test_string_iscrowd_is_made_0_or_1(tmp_path, backend):
-    raw = _coco()
+    raw = quirk_coco()
     for a in raw["annotations"]:
         a["iscrowd"] = "0"
     fixed, split = _check(tmp_path / "s", raw)
-    by_hand = _write(tmp_path / "ints.json", _coco())
+    by_hand = write_json(tmp_path / "ints.json", quirk_coco())
     if backend == "pycocotools":  # "0" is true: every box a crowd, ignored
         assert _ap(tmp_path / "s" / "val.json", raw, backend) is None
     assert _ap(fixed, raw, backend) == _ap(by_hand, raw, backend) == 100
@@ -108,15 +79,15 @@ def test_string_iscrowd_is_made_0_or_1(tmp_path, backend):
 def test_boolean_and_missing_iscrowd_are_made_0_or_1(tmp_path, backend):
     """Booleans score like 0/1 in both evaluators (measured); a missing iscrowd fails in
     pycocotools. The checked copy holds 0/1 either way, as COCO defines it."""
-    raw = _coco()
+    raw = quirk_coco()
     raw["annotations"][0]["iscrowd"] = False
     raw["annotations"][1]["iscrowd"] = True  # a crowd region: its detection is ignored
     raw["annotations"][2]["iscrowd"] = None
     del raw["annotations"][3]["iscrowd"]
     fixed, split = _check(tmp_path, raw)
-    by_hand = _coco()
+    by_hand = quirk_coco()
     by_hand["annotations"][1]["iscrowd"] = 1
-    by_hand = _write(tmp_path / "ints.json", by_hand)
+    by_hand = write_json(tmp_path / "ints.json", by_hand)
     assert _ap(fixed, raw, backend) == _ap(by_hand, raw, backend) == 100
     assert [a["iscrowd"] for a in json.loads(fixed.read_text())["annotations"]] == [0, 1, 0, 0]
     assert "given as false, true, null" in split["fixes"][0]
@@ -126,25 +97,25 @@ def test_boolean_and_missing_iscrowd_are_made_0_or_1(tmp_path, backend):
 def test_missing_negative_and_oversized_area_are_recomputed(tmp_path, backend):
     """A box whose area lies outside every size range is ignored: missing it costs nothing, so
     AP is too high; a missing area fails in pycocotools."""
-    raw = _coco()
+    raw = quirk_coco()
     del raw["annotations"][0]["area"]
     raw["annotations"][1]["area"] = -1
     raw["annotations"][2]["area"] = 10**12  # beyond the 'all' range too
     raw["annotations"][3]["area"] = 0  # MMDetection's training drops it
     fixed, split = _check(tmp_path / "all", raw)
-    by_hand = _write(tmp_path / "areas.json", _coco())
-    missed = [d for d in _perfect(raw) if d["bbox"] != BOXES[1]]  # boxes 2 and 4 missed
+    by_hand = write_json(tmp_path / "areas.json", quirk_coco())
+    missed = [d for d in _perfect(raw) if d["bbox"] != QUIRK_BOXES[1]]  # boxes 2 and 4 missed
     ap = coco_eval(fixed, missed, backend=backend)["AP"]
     assert ap == coco_eval(by_hand, missed, backend=backend)["AP"] and 40 < ap < 60
     assert [a["area"] for a in json.loads(fixed.read_text())["annotations"]] == \
-        [b[2] * b[3] for b in BOXES * 2]
+        [b[2] * b[3] for b in QUIRK_BOXES * 2]
     fix = split["fixes"][0]
     assert "set 'area' of 4 annotations" in fix and "annotation ids 1, 2, 3, 4" in fix
     assert "1 missing, 2 not a positive number, 1 larger than the box" in fix
 
-    negative = _coco()
+    negative = quirk_coco()
     negative["annotations"][1]["area"] = negative["annotations"][3]["area"] = -1
-    assert coco_eval(_write(tmp_path / "negative.json", negative), missed,
+    assert coco_eval(write_json(tmp_path / "negative.json", negative), missed,
                      backend=backend)["AP"] == 100  # the missed boxes do not count
     if backend == "pycocotools":
         with pytest.raises(KeyError, match="area"):
@@ -152,11 +123,13 @@ def test_missing_negative_and_oversized_area_are_recomputed(tmp_path, backend):
 
 
 def test_area_comes_from_the_segmentation_where_there_is_one(tmp_path):
-    raw = _coco()
+    raw = quirk_coco()
     raw["annotations"][0].update(bbox=[60, 10, 30, 30], segmentation=SQUARE)
     del raw["annotations"][0]["area"]
-    head = [SIZE * 10 + 10, 20, SIZE - 20, 20]  # column-major: columns 10 and 11, rows 10-29
-    rle = {"size": [SIZE, SIZE], "counts": [*head, SIZE * SIZE - sum(head)]}
+    # column-major: columns 10 and 11, rows 10-29
+    head = [QUIRK_SIZE * 10 + 10, 20, QUIRK_SIZE - 20, 20]
+    rle = {"size": [QUIRK_SIZE, QUIRK_SIZE],
+           "counts": [*head, QUIRK_SIZE * QUIRK_SIZE - sum(head)]}
     raw["annotations"][1].update(bbox=[10, 10, 2, 20], segmentation=rle, area=-3)
     fixed, _ = _check(tmp_path, raw)
     areas = [a["area"] for a in json.loads(fixed.read_text())["annotations"]]
@@ -166,7 +139,7 @@ def test_area_comes_from_the_segmentation_where_there_is_one(tmp_path):
 
 
 def test_string_annotation_ids_are_numbered(tmp_path):
-    raw = _coco()
+    raw = quirk_coco()
     for a in raw["annotations"]:
         a["id"] = f"a{a['id']}"
     fixed, split = _check(tmp_path, raw)
@@ -178,16 +151,16 @@ def test_string_annotation_ids_are_numbered(tmp_path):
 
 
 def test_a_clean_file_is_used_as_it_is(tmp_path):
-    fixed, split = _check(tmp_path, _coco())
+    fixed, split = _check(tmp_path, quirk_coco())
     assert fixed == (tmp_path / "val.json").resolve()
     assert split["fixes"] == [] and split["cleaned_file"] is None
 
 
 @pytest.mark.parametrize("value", [2, -1, "yes", "true", [0], 0.5])
 def test_iscrowd_that_means_nothing_is_refused(tmp_path, value):
-    raw = _coco()
+    raw = quirk_coco()
     raw["annotations"][2]["iscrowd"] = value
-    _dataset(tmp_path, raw)
+    quirk_dataset(tmp_path, raw)
     report = validate_split(tmp_path / "val.json", tmp_path / "images")
     assert report.problems == [
         f"{tmp_path / 'val.json'}: 1 annotation has an 'iscrowd' that is not 0 or 1 (annotation "
@@ -195,60 +168,16 @@ def test_iscrowd_that_means_nothing_is_refused(tmp_path, value):
         "set it to 0 for an object or 1 for a crowd region"]
 
 
-def _image(path: Path, w: int, h: int, orientation: int | None = None) -> None:
-    img = Image.fromarray(np.zeros((h, w, 3), np.uint8))
-    if orientation is None:
-        img.save(path)
-    else:
-        exif = img.getexif()
-        exif[0x0112] = orientation  # EXIF orientation: 6 turns it by 90 degrees
-        img.save(path, exif=exif)
-
-
-@pytest.mark.parametrize("ext", ["png", "jpg", "bmp"])
-@pytest.mark.parametrize("decode_sample", [0, 200])
-def test_image_of_another_size_than_declared_is_refused(tmp_path, ext, decode_sample):
-    raw = _coco()
-    for im in raw["images"]:
-        im["file_name"] = f"{im['id']}.{ext}"
-    _dataset(tmp_path, raw)
-    _image(tmp_path / "images" / f"2.{ext}", 2 * SIZE, SIZE // 2)  # resized after annotation
-    ann, img_dir = tmp_path / "val.json", tmp_path / "images"
-    problems = validate_split(ann, img_dir, decode_sample=decode_sample).problems
-    assert problems == [
-        f"{ann}: 1 image file has another size than the image's 'width' and 'height' (image ids "
-        f"2: 2.{ext} is 200x50 px, not 100x100); boxes are in the pixels of the size given, so "
-        "correct width and height to the files' (and scale the boxes too if the files were "
-        "resized after annotation), or replace the files"]
-
-
-def test_exif_rotated_jpeg_is_measured_as_opencv_loads_it(tmp_path):
-    """A 50x100 JPEG turned by its EXIF orientation loads (OpenCV, MMDetection) as 100x50."""
-    raw = _coco()
-    raw["images"][1].update(file_name="2.jpg", width=100, height=50)
-    raw["annotations"] = raw["annotations"][:2]
-    _dataset(tmp_path, raw)
-    _image(tmp_path / "images" / "2.jpg", 50, 100, orientation=6)
-    ann, img_dir = tmp_path / "val.json", tmp_path / "images"
-    assert cv2.imread(str(img_dir / "2.jpg")).shape[:2] == (50, 100)
-    for decode_sample in (0, 200):  # from the header (EXIF read), and decoded
-        assert validate_split(ann, img_dir, decode_sample=decode_sample).ok
-    raw["images"][1].update(width=50, height=100)  # the stored size, not what is loaded
-    (tmp_path / "val.json").write_text(json.dumps(raw))
-    for decode_sample in (0, 200):
-        problems = validate_split(ann, img_dir, decode_sample=decode_sample).problems
-        assert len(problems) == 1 and "2.jpg is 100x50 px, not 50x100" in problems[0]
-
-
 def test_argoverse_converter_shifts_ids_as_the_check_does(tmp_path):
     """One rule (`id_offset`): a converted Argoverse-HD file needs no id fix, and a 0-based
     plain COCO file gets the ids the converter would give it."""
-    frames = [{"id": i, "sid": 0, "fid": i, "name": f"{i}.png", "width": SIZE, "height": SIZE}
+    frames = [{"id": i, "sid": 0, "fid": i, "name": f"{i}.png", "width": QUIRK_SIZE,
+               "height": QUIRK_SIZE}
               for i in (0, 1)]
-    anns = [dict(a, id=a["id"] - 1) for a in _coco()["annotations"]]
+    anns = [dict(a, id=a["id"] - 1) for a in quirk_coco()["annotations"]]
     for a in anns:
         a["image_id"] -= 1
-    src = _write(tmp_path / "argo.json", {
+    src = write_json(tmp_path / "argo.json", {
         "images": frames, "annotations": anns, "categories": [{"id": 1, "name": "a"}],
         "sequences": ["s"], "seq_dirs": ["s"]})
     info = to_coco(src, tmp_path / "converted.json")
@@ -256,27 +185,13 @@ def test_argoverse_converter_shifts_ids_as_the_check_does(tmp_path):
     assert info["annotation_id_offset"] == id_offset([a["id"] for a in anns]) == 1
     (tmp_path / "s").mkdir()
     for i in (0, 1):
-        cv2.imwrite(str(tmp_path / "s" / f"{i}.png"), np.zeros((SIZE, SIZE, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / "s" / f"{i}.png"),
+                    np.zeros((QUIRK_SIZE, QUIRK_SIZE, 3), np.uint8))
     assert validate_split(tmp_path / "converted.json", tmp_path).fixes == []
     plain = copy.deepcopy(converted)
     plain["annotations"] = [dict(a, id=a["id"] - 1) for a in plain["annotations"]]
-    _write(tmp_path / "plain.json", plain)
+    write_json(tmp_path / "plain.json", plain)
     out = tmp_path / "plain.clean.json"
     report = validate_split(tmp_path / "plain.json", tmp_path, cleaned_out=out)
     assert json.loads(out.read_text())["annotations"] == converted["annotations"]
     assert report.use_ann_file == out.resolve()
-
-
-@pytest.mark.parametrize("order", [b"II", b"MM"])
-@pytest.mark.parametrize("orientation", [1, 3, 5, 6, 8])
-def test_jpeg_header_size_is_the_size_opencv_loads(tmp_path, order, orientation):
-    """EXIF in either byte order; orientations 5-8 turn the image by 90 degrees."""
-    fmt = "<" if order == b"II" else ">"
-    entry = struct.pack(fmt + "HHIH2x", 0x0112, 3, 1, orientation)  # SHORT, one value
-    tiff = order + struct.pack(fmt + "HI", 42, 8) + struct.pack(fmt + "H", 1) + entry + b"\0" * 4
-    path = tmp_path / "x.jpg"
-    Image.fromarray(np.zeros((30, 70, 3), np.uint8)).save(path, exif=b"Exif\0\0" + tiff)
-    with open(path, "rb") as fh:
-        size = header_size(fh.read(HEAD), fh)
-    h, w = cv2.imread(str(path)).shape[:2]
-    assert size == ((w, h), False) and (w == 30) == (orientation >= 5)

@@ -1,62 +1,26 @@
-"""Dataset validation: every kind of problem is one message naming the file, the ids and the fix;
-a failing dataset writes nothing; a passing split is cached by its annotation file's content."""
+"""Dataset validation (mtpd/data/validate.py): every kind of problem is one message naming the
+file, the ids and the fix; a failing dataset writes nothing; a passing split is cached by its
+annotation file's content; `mtpd data check` names them in one line."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 
 from mtpd.data.manifest import DatasetManifest
 from mtpd.data.validate import DROP_KEY, check_categories, validate_dataset, validate_split
 from mtpd.errors import DatasetError
 
-W, H = 32, 24  # every hand-made image
-
-
-def _coco(**over: Any) -> dict[str, Any]:
-    """A valid 3-image, 4-box, 2-category COCO object; keyword arguments replace its lists."""
-    images = [{"id": i, "file_name": f"{i}.png", "width": W, "height": H} for i in (1, 2, 3)]
-    anns = [{"id": 10 + k, "image_id": 1 + k % 3, "category_id": 1 + k % 2,
-             "bbox": [2, 3, 10, 8], "area": 80, "iscrowd": 0} for k in range(4)]
-    cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
-    return {"images": images, "annotations": anns, "categories": cats, **over}
-
-
-def _png(path: Path, seed: int = 0) -> None:
-    noise = np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
-    assert cv2.imwrite(str(path), noise)
-
-
-def _write(root: Path, coco: dict[str, Any] | str, name: str = "train") -> tuple[Path, Path]:
-    """Writes `<name>.json` (a dict as JSON, a str verbatim) and a PNG for every file_name."""
-    img_dir = root / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    for im in coco.get("images", []) if isinstance(coco, dict) else []:
-        name_ = im.get("file_name") if isinstance(im, dict) else None
-        if isinstance(name_, str) and not (img_dir / name_).exists():
-            _png(img_dir / name_)
-    ann = root / f"{name}.json"
-    ann.write_text(coco if isinstance(coco, str) else json.dumps(coco))
-    return ann.resolve(), img_dir.resolve()
-
-
-def _manifest(root: Path, splits: dict[str, dict[str, Any] | str]) -> Path:
-    for name, coco in splits.items():
-        _write(root, coco, name)
-    path = root / "dataset.json"
-    path.write_text(json.dumps({"name": "t", "data_root": ".", "splits": {
-        name: {"ann_file": f"{name}.json", "img_dir": "images/"} for name in splits}}))
-    return path
+from tests.helpers import (SMALL_H, SMALL_W, one_line_error, run_mtpd,
+                           small_coco, small_dataset, write_split)
 
 
 def _fails(root: Path, splits: dict[str, dict[str, Any] | str] | None = None, **kw: Any) -> str:
     """Validates a dataset that must fail (`splits`, else the manifest already in `root`);
     checks that nothing was written; returns the error message."""
-    manifest = _manifest(root, splits) if splits is not None else root / "dataset.json"
+    manifest = small_dataset(root, splits) if splits is not None else root / "dataset.json"
     with pytest.raises(DatasetError) as e:
         validate_dataset(manifest, root / "out" / "report.json", cache_dir=root / "cache", **kw)
     assert not (root / "out").exists()  # no report, no cleaned file
@@ -66,7 +30,7 @@ def _fails(root: Path, splits: dict[str, dict[str, Any] | str] | None = None, **
 
 def _one_problem(root: Path, coco: dict[str, Any] | str, **kw: Any) -> str:
     """The single message validate_split gives for a one-problem file (and the dataset error)."""
-    ann, img_dir = _write(root, coco)
+    ann, img_dir = write_split(root, coco)
     report = validate_split(ann, img_dir, **kw)
     assert len(report.problems) == 1, report.problems
     msg = report.problems[0]
@@ -97,7 +61,7 @@ def test_clean_dataset_passes_and_second_run_is_cached(shapes_data, tmp_path):
 
 
 def test_cache_follows_content_and_options(tmp_path):
-    manifest = _manifest(tmp_path, {"train": _coco(), "val": _coco()})
+    manifest = small_dataset(tmp_path, {"train": small_coco(), "val": small_coco()})
     out, cache = tmp_path / "out" / "report.json", tmp_path / "cache"
 
     def cached(**kw: Any) -> dict[str, bool]:
@@ -106,7 +70,7 @@ def test_cache_follows_content_and_options(tmp_path):
 
     assert cached() == {"train": False, "val": False}
     assert cached() == {"train": True, "val": True}
-    coco = _coco()
+    coco = small_coco()
     coco["annotations"][0]["bbox"] = [1, 1, 5, 5]
     (tmp_path / "val.json").write_text(json.dumps(coco))
     assert cached() == {"train": True, "val": False}  # only the changed file is parsed again
@@ -123,7 +87,7 @@ def test_cache_follows_content_and_options(tmp_path):
      ["not a COCO annotation object", "'annotations' is missing", "keys found: categories"]),
     (json.dumps({"images": [], "annotations": {}, "categories": []}),
      ["'annotations' is missing or not a list"]),
-    (json.dumps(_coco(categories=[])), ["'categories' list is empty", "list every class"]),
+    (json.dumps(small_coco(categories=[])), ["'categories' list is empty", "list every class"]),
 ])
 def test_not_json_or_not_coco(tmp_path, text, words):
     msg = _one_problem(tmp_path, text)
@@ -134,7 +98,7 @@ def test_not_json_or_not_coco(tmp_path, text, words):
 @pytest.mark.parametrize("key, one", [("images", "image"), ("annotations", "annotation"),
                                       ("categories", "category")])
 def test_duplicate_ids(tmp_path, key, one):
-    coco = _coco()
+    coco = small_coco()
     coco[key][1]["id"] = coco[key][0]["id"]
     dup = coco[key][0]["id"]
     if key == "images":  # the image whose id was reused is then only known once
@@ -147,7 +111,7 @@ def test_duplicate_ids(tmp_path, key, one):
 
 
 def test_missing_ids(tmp_path):
-    coco = _coco()
+    coco = small_coco()
     del coco["annotations"][2]["id"]
     msg = _one_problem(tmp_path, coco)
     assert "1 annotation has no integer 'id' (positions 2 in 'annotations')" in msg
@@ -155,11 +119,11 @@ def test_missing_ids(tmp_path):
 
 
 def test_unknown_image_and_category(tmp_path):
-    coco = _coco()
+    coco = small_coco()
     coco["annotations"][0]["image_id"] = 99
     coco["annotations"][1]["image_id"] = 98
     coco["annotations"][3]["category_id"] = 7
-    ann, img_dir = _write(tmp_path, coco)
+    ann, img_dir = write_split(tmp_path, coco)
     problems = validate_split(ann, img_dir).problems
     assert len(problems) == 2
     img, cat = problems
@@ -187,7 +151,7 @@ def test_unknown_image_and_category(tmp_path):
     (None, ["not 4 numbers"]),
 ])
 def test_bad_boxes(tmp_path, bbox, words):
-    coco = _coco()
+    coco = small_coco()
     coco["annotations"][1]["bbox"] = bbox
     msg = _one_problem(tmp_path, coco)
     assert "1 annotation has" in msg and "annotation ids 11;" in msg
@@ -198,9 +162,10 @@ def test_bad_boxes(tmp_path, bbox, words):
 
 
 def test_boxes_within_tolerance_and_many_ids(tmp_path):
-    coco = _coco()
-    coco["annotations"][0]["bbox"] = [-1, -1, W + 2, H + 2]  # 1 px out on every side: allowed
-    ann, img_dir = _write(tmp_path, coco)
+    coco = small_coco()
+    # 1 px out on every side: allowed
+    coco["annotations"][0]["bbox"] = [-1, -1, SMALL_W + 2, SMALL_H + 2]
+    ann, img_dir = write_split(tmp_path, coco)
     assert validate_split(ann, img_dir).ok
     coco["annotations"] = [dict(coco["annotations"][1], id=100 + k, bbox=[0, 0, 0, 0])
                            for k in range(8)]
@@ -209,10 +174,10 @@ def test_boxes_within_tolerance_and_many_ids(tmp_path):
 
 
 def test_drop_bad_boxes_writes_cleaned_file(tmp_path):
-    coco = _coco()
+    coco = small_coco()
     coco["annotations"][0]["bbox"] = [1, 2, 0, 3]
     coco["annotations"][2]["bbox"] = [1, 2, float("nan"), 3]
-    ann, img_dir = _write(tmp_path, coco)
+    ann, img_dir = write_split(tmp_path, coco)
     source = ann.read_bytes()
     out = tmp_path / "clean" / "train.clean.json"
     report = validate_split(ann, img_dir, drop_bad_boxes=True, cleaned_out=out)
@@ -224,7 +189,7 @@ def test_drop_bad_boxes_writes_cleaned_file(tmp_path):
     with pytest.raises(ValueError, match="cleaned_out"):
         validate_split(ann, img_dir, drop_bad_boxes=True)
 
-    manifest = _manifest(tmp_path, {"train": coco, "val": _coco()})
+    manifest = small_dataset(tmp_path, {"train": coco, "val": small_coco()})
     rep = validate_dataset(manifest, tmp_path / "out" / "report.json", drop_bad_boxes=True)
     train, val = rep["splits"]["train"], rep["splits"]["val"]
     cleaned = (tmp_path / "out" / "train.clean.json").resolve()
@@ -240,10 +205,10 @@ def test_drop_bad_boxes_writes_cleaned_file(tmp_path):
 
 
 def test_drop_bad_boxes_does_not_excuse_other_problems(tmp_path):
-    coco = _coco()
+    coco = small_coco()
     coco["annotations"][0]["bbox"] = [1, 2, 0, 3]
     coco["annotations"][1]["image_id"] = 42
-    ann, img_dir = _write(tmp_path, coco)
+    ann, img_dir = write_split(tmp_path, coco)
     out = tmp_path / "c.json"
     report = validate_split(ann, img_dir, drop_bad_boxes=True, cleaned_out=out)
     assert not report.ok and not out.exists()
@@ -254,7 +219,7 @@ def test_drop_bad_boxes_does_not_excuse_other_problems(tmp_path):
 
 @pytest.mark.parametrize("key", ["file_name", "width", "height"])
 def test_images_without_fields(tmp_path, key):
-    coco = _coco()
+    coco = small_coco()
     del coco["images"][1][key]
     if key != "file_name":
         coco["images"][2][key] = 0
@@ -265,7 +230,7 @@ def test_images_without_fields(tmp_path, key):
 
 
 def test_missing_image_files(tmp_path):
-    _manifest(tmp_path, {"train": _coco()})
+    small_dataset(tmp_path, {"train": small_coco()})
     ann, img_dir = (tmp_path / "train.json").resolve(), (tmp_path / "images").resolve()
     (img_dir / "2.png").unlink()
     report = validate_split(ann, img_dir)
@@ -279,7 +244,7 @@ def test_missing_image_files(tmp_path):
 
 
 def test_zero_byte_and_text_images_are_unreadable(tmp_path):
-    _manifest(tmp_path, {"train": _coco()})
+    small_dataset(tmp_path, {"train": small_coco()})
     ann, img_dir = (tmp_path / "train.json").resolve(), (tmp_path / "images").resolve()
     (img_dir / "1.png").write_bytes(b"")
     (img_dir / "3.png").write_text("hello, I am not a picture\n")
@@ -295,7 +260,7 @@ def test_zero_byte_and_text_images_are_unreadable(tmp_path):
 
 
 def test_truncated_png_is_caught_by_decode_sample(tmp_path):
-    _manifest(tmp_path, {"train": _coco()})
+    small_dataset(tmp_path, {"train": small_coco()})
     ann, img_dir = (tmp_path / "train.json").resolve(), (tmp_path / "images").resolve()
     data = (img_dir / "2.png").read_bytes()
     (img_dir / "2.png").write_bytes(data[:len(data) // 2])  # valid magic bytes, cut short
@@ -309,20 +274,20 @@ def test_truncated_png_is_caught_by_decode_sample(tmp_path):
 
 
 def test_other_image_formats_pass_the_magic_check(tmp_path):
-    coco = _coco()
+    coco = small_coco()
     for im, ext in zip(coco["images"], ("jpg", "bmp", "tiff"), strict=True):
         im["file_name"] = f"{im['id']}.{ext}"
-    ann, img_dir = _write(tmp_path, coco)
+    ann, img_dir = write_split(tmp_path, coco)
     assert validate_split(ann, img_dir).ok
 
 
 def test_category_mismatch_names_both_files(tmp_path):
-    val = _coco(categories=[{"id": 1, "name": "cat"}, {"id": 2, "name": "horse"},
+    val = small_coco(categories=[{"id": 1, "name": "cat"}, {"id": 2, "name": "horse"},
                             {"id": 3, "name": "cow"}])
-    for name, coco in (("train", _coco()), ("val", val)):
-        _write(tmp_path, coco, name)
-    reports = {name: validate_split(*_write(tmp_path, c, name))
-               for name, c in (("train", _coco()), ("val", val))}
+    for name, coco in (("train", small_coco()), ("val", val)):
+        write_split(tmp_path, coco, name)
+    reports = {name: validate_split(*write_split(tmp_path, c, name))
+               for name, c in (("train", small_coco()), ("val", val))}
     assert all(r.ok for r in reports.values())
     problems = check_categories(reports)
     assert len(problems) == 1
@@ -332,12 +297,12 @@ def test_category_mismatch_names_both_files(tmp_path):
     assert "different names for ids 2: 'dog' vs 'horse'" in problems[0]
     assert "give every split the same categories" in problems[0]
     assert check_categories({"train": reports["train"], "proxy": reports["train"]}) == []
-    msg = _fails(tmp_path, {"train": _coco(), "val": val})
+    msg = _fails(tmp_path, {"train": small_coco(), "val": val})
     assert problems[0] in msg
 
 
 def test_every_problem_is_listed(tmp_path):
-    coco = _coco()
+    coco = small_coco()
     coco["annotations"][1]["id"] = 10
     coco["annotations"][3]["bbox"] = [1, 2, 3]
     del coco["images"][2]["width"]
@@ -349,14 +314,31 @@ def test_every_problem_is_listed(tmp_path):
 
 
 def test_odd_entries(tmp_path):
-    ann, img_dir = _write(tmp_path, _coco(annotations=[]))
+    ann, img_dir = write_split(tmp_path, small_coco(annotations=[]))
     assert validate_split(ann, img_dir).ok  # an image list without boxes is valid COCO
-    coco = _coco()
+    coco = small_coco()
     coco["annotations"][1]["bbox"] = [1, 2, 10**400, 4]  # beyond float range
     coco["annotations"].append("not an object")
-    ann, img_dir = _write(tmp_path, coco)
+    ann, img_dir = write_split(tmp_path, coco)
     entries, box = validate_split(ann, img_dir).problems
     assert "1 entry of 'annotations' is not a JSON object (positions 4)" in entries
     assert "make every entry of 'annotations' an object" in entries
     assert "not 4 numbers" in box and "annotation ids 11;" in box and box.endswith(
         f"set {DROP_KEY}: true to drop bad boxes")
+
+
+def test_missing_image_and_bad_boxes_are_named(tmp_path, shapes_data):
+    root = Path(shapes_data).parent
+    coco = json.loads((root / "val.json").read_text())
+    coco["annotations"][0]["bbox"] = [float("nan"), 1, 2, 3]
+    coco["annotations"].append({**coco["annotations"][1], "id": 99999, "image_id": 424242})
+    ann = tmp_path / "val.json"
+    ann.write_text(json.dumps(coco))
+    manifest = {"name": "x", "data_root": str(root),
+                "splits": {"val": {"ann_file": str(ann), "img_dir": str(root / "images/val")}}}
+    m = tmp_path / "dataset.json"
+    m.write_text(json.dumps(manifest))
+    r = run_mtpd("data", "check", "--dataset", str(m), "--out", str(tmp_path / "checked.json"))
+    line = one_line_error(r, "val.json", "424242", "dataset.drop_bad_boxes")
+    assert "non-finite" in line or "nan" in line.lower()
+    assert not (tmp_path / "checked.json").exists()

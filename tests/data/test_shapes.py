@@ -1,26 +1,17 @@
-"""The embedded dataset generator: valid COCO, deterministic, hard, proxy carved from train."""
+"""The embedded dataset generator (mtpd/data/shapes.py): valid COCO, deterministic, hard, proxy
+carved from the training stream."""
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mtpd.data.manifest import DatasetManifest, DatasetError
-from mtpd.data.shapes import TEXTURES, ShapesSpec, class_names, generate, render_image
+from mtpd.data.manifest import DatasetManifest
+from mtpd.data.shapes import ShapesSpec, TEXTURES, class_names, generate, render_image
 
-
-def _digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(root).as_posix().encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
+from tests.helpers import tree_digest
 
 
 def test_valid_coco_with_masks(shapes_data):
@@ -46,10 +37,10 @@ def test_valid_coco_with_masks(shapes_data):
 
 def test_deterministic_and_seeded(tmp_path):
     spec = ShapesSpec.from_settings(num_train=6, num_proxy=2, num_val=3, seed=7)
-    a = _digest(generate(tmp_path / "a", spec))
-    b = _digest(generate(tmp_path / "b", spec))
+    a = tree_digest(generate(tmp_path / "a", spec))
+    b = tree_digest(generate(tmp_path / "b", spec))
     other = ShapesSpec.from_settings(num_train=6, num_proxy=2, num_val=3, seed=8)
-    c = _digest(generate(tmp_path / "c", other))
+    c = tree_digest(generate(tmp_path / "c", other))
     assert a == b
     assert a != c
 
@@ -90,21 +81,6 @@ def test_atomic_output_replaces_old_data(tmp_path):
     generate(out, ShapesSpec.from_settings(num_train=3, num_proxy=0, num_val=1, seed=1))
     assert len(list((out / "images/train").iterdir())) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-
-
-def test_bad_spec_and_manifest_errors(tmp_path):
-    with pytest.raises(ValueError, match="image_size"):
-        ShapesSpec.from_settings(image_size=8)
-    with pytest.raises(DatasetError, match="does not exist"):
-        DatasetManifest.load(tmp_path / "missing.json")
-    bad = tmp_path / "m.json"
-    bad.write_text(json.dumps({"name": "x", "splits": {"train": {"ann_file": "a.json"}}}))
-    with pytest.raises(DatasetError, match="splits.train lacks 'img_dir'"):
-        DatasetManifest.load(bad)
-    bad.write_text(json.dumps({"name": "x", "splits": {
-        "train": {"ann_file": "a.json", "img_dir": "i/"}}}))
-    with pytest.raises(DatasetError, match="no split 'val'"):
-        DatasetManifest.load(bad).split("val")
 
 
 def test_rle_masks_decode(shapes_data):

@@ -1,0 +1,1 @@
+"""The test suite (a package, so that every file imports tests.helpers the same way)."""
