@@ -5,7 +5,7 @@ BGS's cost depends on when it stops; the table gives its worst case (every round
 teacher until K stages), the most a search of that size can cost, and with the equal-budget
 control (one more chain per round). The counts come from the functions the DAG's BGS steps use
 to report the cost of a real search (`mtpd.bgs`; `results/<experiment>/seed<s>/bgs/result.json`
-of the tiny run says 7 / 8 / 9 / 11, which tests/test_workflow.py counts on disk).
+of the tiny run says 7 / 8 / 9 / 11, which tests/e2e/test_workflow.py counts on disk).
 Writes benchmarks/results/search_cost.{md,csv,png}; prints the table.
 
     .venv/bin/python benchmarks/search_cost.py

@@ -155,6 +155,7 @@ def write_report(exp_dir: Path, table: pd.DataFrame, seeds: pd.DataFrame,
                  summary: dict[str, Any]) -> None:
     atomic_write_with(exp_dir / "report.csv", lambda p: table.to_csv(p, index=False))
     atomic_write_with(exp_dir / "report_seeds.csv", lambda p: seeds.to_csv(p, index=False))
+
     def show(v: Any, signed: bool) -> str:  # differences ("minus") carry their sign
         if isinstance(v, dict):
             return ", ".join(f"{k} {show(x, signed)}" for k, x in v.items())

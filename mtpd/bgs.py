@@ -19,8 +19,8 @@ as JSON. Chains are tuples of teacher names, first stage first.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 from mtpd.layout import Chain, stage_prefixes
 

@@ -9,8 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mtpd.bgs import (Chain, RoundDecision, bgs_chains, cost_of, decide_round,
-                      exhaustive_chains, pick_target, proxy_split_problem)
+from mtpd.bgs import (
+    Chain,
+    RoundDecision,
+    bgs_chains,
+    cost_of,
+    decide_round,
+    exhaustive_chains,
+    pick_target,
+    proxy_split_problem,
+)
 from mtpd.errors import BGSError
 from mtpd.io import atomic_write_json, read_json_file
 from mtpd.layout import describe

@@ -24,10 +24,10 @@ import numpy as np
 
 from mtpd import distributed
 from mtpd.checkpoint import load_checkpoint_file, load_weights
-from mtpd.devices import device_name
-from mtpd.errors import TeacherCheckError
 from mtpd.data.checked import load_checked
 from mtpd.data.manifest import DatasetManifest
+from mtpd.devices import device_name
+from mtpd.errors import TeacherCheckError
 from mtpd.io import atomic_write_json
 from mtpd.model_config import build_job_config, build_model
 from mtpd.registry import register_all_modules

@@ -9,8 +9,8 @@ No MMEngine import at module level: the Snakefile imports `scale_to_size`.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mtpd.data.argoverse import NATIVE_SIZE
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
 # Pipeline steps that resize the input; a registry scope (`mmdet.Resize`) is ignored.
 RESIZE_STEPS = ("Resize", "RandomResize", "RandomChoiceResize", "FixShapeResize")
+
 
 def mmdet_config_root() -> Path:
     """Where the installed MMDetection keeps its model-zoo configs (`mmdet/.mim/configs`)."""

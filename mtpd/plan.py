@@ -19,9 +19,17 @@ from mtpd.bgs import exhaustive_chains, round_chains
 from mtpd.cost import STUDENT as STUDENT_MEMBER
 from mtpd.cost import Network, network_for, plan_networks, teacher_member
 from mtpd.data.carve import carve_settings
+from mtpd.layout import (
+    Chain,
+    Layout,
+    describe,
+    metrics_path,
+    onnx_path,
+    stage_prefixes,
+    stream_log,
+    stream_path,
+)
 from mtpd.model_config import scale_to_size
-from mtpd.layout import (Chain, Layout, describe, metrics_path, onnx_path, stage_prefixes,
-                         stream_log, stream_path)
 from mtpd.preflight import config_key
 
 # Each seed's MTPD order, once BGS has chosen it (read from BGS's checkpoints by the workflow).

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from mtpd.checkpoint import save_model_checkpoint
-from mtpd.model_config import load_config
 from mtpd.data.checked import load_checked
 from mtpd.data.manifest import DatasetManifest, read_annotation_file
+from mtpd.model_config import load_config
 
 log = logging.getLogger("mtpd.pretrain")
 
@@ -108,6 +108,7 @@ def pretrain_backbone(model_config: str, dataset: str | Path, out: str | Path, *
                       eval_split: str | None = "proxy") -> dict:
     """Pretrains `model.backbone` of a detector config; writes the backbone checkpoint at `out`."""
     from mmdet.registry import MODELS
+
     from mtpd.registry import register_all_modules
 
     register_all_modules()

@@ -106,8 +106,11 @@ def register_schemes() -> None:
 def _openmmlab(checkpoint: str) -> Weights:
     """As MMEngine's `load_from_openmmlab` resolves it: its table plus $MMENGINE_HOME's
     open_mmlab.json, deprecated names renamed; a relative entry is a file in $MMENGINE_HOME."""
-    from mmengine.runner.checkpoint import (_get_mmengine_home, get_deprecated_model_names,
-                                            get_external_models)
+    from mmengine.runner.checkpoint import (
+        _get_mmengine_home,
+        get_deprecated_model_names,
+        get_external_models,
+    )
 
     prefix = next(p for p in OPENMMLAB_PREFIXES if checkpoint.startswith(p))
     name = checkpoint[len(prefix):]

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mtpd import distributed
-from mtpd.checkpoint import (allow_mmengine_checkpoints, load_checkpoint_file,
-                             save_model_checkpoint)
+from mtpd.checkpoint import allow_mmengine_checkpoints, load_checkpoint_file, save_model_checkpoint
 from mtpd.data.checked import load_checked
 from mtpd.model_config import build_job_config, to_plain
 from mtpd.precision import configure_precision

@@ -1,11 +1,17 @@
 """BGS decision logic on planted proxy scores."""
 from __future__ import annotations
 
-
 import pytest
 
-from mtpd.bgs import (bgs_chains, candidate_chains, cost_of, decide_round, exhaustive_chains,
-                      pick_target, run_bgs)
+from mtpd.bgs import (
+    bgs_chains,
+    candidate_chains,
+    cost_of,
+    decide_round,
+    exhaustive_chains,
+    pick_target,
+    run_bgs,
+)
 
 POOL = ["a", "b", "c", "t"]
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 
-
 def test_proxy_scores_from_metrics_files(tmp_path):
     """Scores come from metrics files whose path names the chain; the evaluation split is
     refused, whatever it is called."""

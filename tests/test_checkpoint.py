@@ -16,7 +16,6 @@ from mtpd.checkpoint import fetch_checkpoint, load_checkpoint_file, save_model_c
 from mtpd.data.manifest import DatasetManifest
 from mtpd.errors import CheckpointError
 from mtpd.io import sha256sum
-
 from tests.helpers import one_line_error, random_checkpoint, run_mtpd
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"

@@ -8,9 +8,7 @@ import sys
 import pytest
 
 from mtpd.layout import Layout, metrics_path
-
 from tests.helpers import one_line_error, run_mtpd
-
 
 HEAVY = ("torch", "mmengine", "mmdet", "mmcv")
 

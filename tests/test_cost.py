@@ -7,9 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from mtpd.cost import (EVAL_INPUT, STUDENT, Input, Network, complexity, latency_stats, measure,
-                       network_for, plan_networks, plan_inputs, stream_input, stream_runtimes,
-                       teacher_member)
+from mtpd.cost import (
+    EVAL_INPUT,
+    STUDENT,
+    Input,
+    Network,
+    complexity,
+    latency_stats,
+    measure,
+    network_for,
+    plan_inputs,
+    plan_networks,
+    stream_input,
+    stream_runtimes,
+    teacher_member,
+)
 from mtpd.errors import MtpdError
 from tests.helpers import random_checkpoint
 

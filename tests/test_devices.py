@@ -16,8 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from mtpd.devices import (JobDevices, assign, local_pool, machine_gpus, parse_nvidia_smi,
-                          parse_visible)
+from mtpd.devices import (
+    JobDevices,
+    assign,
+    local_pool,
+    machine_gpus,
+    parse_nvidia_smi,
+    parse_visible,
+)
 from mtpd.errors import DeviceError
 from tests.helpers import wait_for
 

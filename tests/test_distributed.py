@@ -7,11 +7,9 @@ import os
 import subprocess
 import sys
 
-
 from mtpd.checkpoint import load_checkpoint_file
 from mtpd.data.manifest import DatasetManifest
 from mtpd.distributed import per_process
-
 from tests.helpers import random_teacher
 
 STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"

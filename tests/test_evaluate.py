@@ -16,7 +16,6 @@ from mtpd.checkpoint import save_model_checkpoint
 from mtpd.data.manifest import DatasetManifest
 from mtpd.evaluate import ALL_STAT_NAMES, COCO_BACKENDS, STAT_NAMES, coco_eval, evaluate
 from mtpd.train import train
-
 from tests.helpers import REPO
 
 MASK_RCNN = "mtpd::shapes/mask_rcnn_r18w16_shapes.py"

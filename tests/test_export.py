@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from mtpd.errors import ModelConfigError, MtpdError, one_line
-from mtpd.export import (AP_ATOL, BOX_ATOL, RAW_ATOL, SCORE_ATOL, OnnxDetector, export_onnx,
-                         parity_failures, record_path)
+from mtpd.export import (
+    AP_ATOL,
+    BOX_ATOL,
+    RAW_ATOL,
+    SCORE_ATOL,
+    OnnxDetector,
+    export_onnx,
+    parity_failures,
+    record_path,
+)
 from mtpd.model_config import resolve_config_path
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"

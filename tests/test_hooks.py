@@ -1,11 +1,9 @@
 """The training hooks (mtpd/hooks.py): a diverging run stops at the first non-finite loss."""
 from __future__ import annotations
 
-
 import torch
 
 from mtpd.checkpoint import load_checkpoint_file
-
 from tests.helpers import REPO, one_line_error, run_mtpd
 
 

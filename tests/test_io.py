@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-
 from tests.helpers import random_checkpoint
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"

@@ -5,8 +5,15 @@ import json
 
 import pytest
 
-from mtpd.layout import (Layout, ModelPath, definition_conflicts, describe, log_path,
-                         metrics_path, stage_prefixes)
+from mtpd.layout import (
+    Layout,
+    ModelPath,
+    definition_conflicts,
+    describe,
+    log_path,
+    metrics_path,
+    stage_prefixes,
+)
 
 L = Layout("coco-retina", "coco")
 

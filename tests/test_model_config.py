@@ -9,7 +9,6 @@ import pytest
 from mtpd.data.manifest import DatasetManifest
 from mtpd.errors import ModelConfigError
 from mtpd.model_config import resolve_config_path
-
 from tests.helpers import REPO, one_line_error, random_checkpoint, run_mtpd
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"

@@ -9,9 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-
-from mtpd.orphans import (_is_mtpd, _is_snakemake, local_orphans, other_snakemakes,
-                          stop_orphans)
+from mtpd.orphans import _is_mtpd, _is_snakemake, local_orphans, other_snakemakes, stop_orphans
 
 
 def test_command_lines_are_recognised():

@@ -9,7 +9,6 @@ import pytest
 
 from mtpd.model_config import load_config
 from mtpd.pipeline_config import load
-
 from tests.helpers import REPO, snakemake, workdir
 
 RETINA = ["coco_retinanet.yaml", "coco_retinanet_mgd.yaml"]

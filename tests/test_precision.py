@@ -10,7 +10,6 @@ import torch
 
 from mtpd.checkpoint import load_checkpoint_file
 from mtpd.train import work_dir_for
-
 from tests.helpers import count_steps, random_teacher
 
 STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"

@@ -15,7 +15,6 @@ import torch
 
 from mtpd.checkpoint import load_checkpoint_file
 from mtpd.train import train, work_dir_for
-
 from tests.helpers import count_steps, one_line_error, run_mtpd
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"

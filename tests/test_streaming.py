@@ -9,8 +9,18 @@ import pytest
 
 from mtpd.data.sequences import SequencesSpec, generate_sequences
 from mtpd.errors import MtpdError
-from mtpd.streaming import (Output, draw_runtimes, latency_source, match, parse_latency, replay,
-                            runtimes_for, sequences_of, simulate, streaming_ap)
+from mtpd.streaming import (
+    Output,
+    draw_runtimes,
+    latency_source,
+    match,
+    parse_latency,
+    replay,
+    runtimes_for,
+    sequences_of,
+    simulate,
+    streaming_ap,
+)
 from mtpd.tables import sweep_table
 from tests.helpers import random_checkpoint
 

@@ -34,8 +34,8 @@ def test_retinanet_trains_and_evaluates(tmp_path, shapes_data):
 def test_learning_rate_scales_with_the_total_batch(tmp_path, shapes_data):
     """The config's LR is for its base batch (8 for the shapes configs; MMDetection's zoo: 16 =
     8 GPUs x 2): a batch of 4 trains with half of it."""
-    from mtpd.model_config import build_job_config, load_config
     from mtpd.data.manifest import DatasetManifest
+    from mtpd.model_config import build_job_config, load_config
     from mtpd.train import train
 
     base_lr = load_config(RETINA).optim_wrapper.optimizer.lr

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-
 from tests.helpers import snakemake, workdir
 
 

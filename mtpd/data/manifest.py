@@ -33,6 +33,7 @@ WHERE_TO_GET = {
                  "from Argoverse 1.1's tracking set (https://www.argoverse.org)",
 }
 
+
 @dataclass(frozen=True)
 class Split:
     name: str

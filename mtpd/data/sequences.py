@@ -30,8 +30,17 @@ import cv2
 import numpy as np
 
 from mtpd.data.argoverse import FPS, to_coco
-from mtpd.data.shapes import (SHAPES, SPLIT_STREAM, TEXTURES, _background, _contrasting_colors,
-                              _shape_mask, _texture, class_names, refuse_failed_checks)
+from mtpd.data.shapes import (
+    SHAPES,
+    SPLIT_STREAM,
+    TEXTURES,
+    _background,
+    _contrasting_colors,
+    _shape_mask,
+    _texture,
+    class_names,
+    refuse_failed_checks,
+)
 from mtpd.errors import DatasetError
 from mtpd.io import atomic_dir, atomic_write_json
 

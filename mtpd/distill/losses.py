@@ -3,7 +3,7 @@
 Every loss takes a student feature already mapped to the teacher's channel count (by the
 adapter, `mtpd.distill.align.Adapter`) and a teacher feature of the same shape (N, C, H, W), and
 returns a scalar already multiplied by its `loss_weight`. Normalisations are written out as
-published so that they can be checked by hand (tests/test_losses.py does).
+published so that they can be checked by hand (tests/distill/test_losses.py does).
 """
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from mmdet.registry import MODELS
+from torch import nn
 
 
 @MODELS.register_module()

@@ -13,15 +13,15 @@ import logging
 from typing import Any
 
 import torch
+from mmdet.registry import MODELS
 from mmengine.model import BaseModel
 from torch import nn
 
-from mmdet.registry import MODELS
 from mtpd.checkpoint import load_weights
-from mtpd.model_config import build_model
-from mtpd.pipeline_config import DISTILL_STAGE_SETTINGS
 from mtpd.distill.align import Adapter, TeacherInput, match_levels, pipeline_scale, resize_to
 from mtpd.distill.recorder import OutputRecorder
+from mtpd.model_config import build_model
+from mtpd.pipeline_config import DISTILL_STAGE_SETTINGS
 
 log = logging.getLogger("mtpd.distill")
 
@@ -182,6 +182,7 @@ class StageDistiller(BaseModel):
         finally:
             self.train(was_training)
         return total / max(n, 1)
+
 
 def _total(losses: dict[str, Any]) -> torch.Tensor:
     """Sum of the entries MMEngine would sum (keys containing 'loss'; values or lists)."""

@@ -9,13 +9,17 @@ import json
 import numpy as np
 import pytest
 
-from mtpd.data.argoverse import (ARGOVERSE_CLASSES, COCO_CLASSES, COCO_TO_ARGOVERSE, class_mapping,
-                                 to_coco)
+from mtpd.data.argoverse import (
+    ARGOVERSE_CLASSES,
+    COCO_CLASSES,
+    COCO_TO_ARGOVERSE,
+    class_mapping,
+    to_coco,
+)
 from mtpd.data.manifest import read_classes
 from mtpd.data.shapes import class_names
 from mtpd.errors import DatasetError, ModelConfigError
 from mtpd.model_config import scale_to_size
-
 from tests.helpers import read_coco, write_json
 
 SEQ_DIRS = ["val/aaaa/ring_front_center", "val/bbbb/ring_front_center"]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-
 from tests.helpers import snakemake, workdir
 
 

@@ -17,7 +17,6 @@ from mtpd.data.manifest import DatasetManifest
 from mtpd.data.sequences import SequencesSpec, generate_sequences
 from mtpd.errors import DatasetError
 from mtpd.evaluate import coco_eval
-
 from tests.helpers import small_coco, small_dataset
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"

@@ -16,7 +16,6 @@ from mtpd.data.argoverse import to_coco
 from mtpd.data.fixes import id_offset
 from mtpd.data.validate import validate_dataset, validate_split
 from mtpd.evaluate import COCO_BACKENDS, coco_eval
-
 from tests.helpers import QUIRK_BOXES, QUIRK_SIZE, quirk_coco, quirk_dataset, write_json
 
 SQUARE = [[60, 10, 90, 10, 90, 40, 60, 40]]  # a 30 x 30 polygon

@@ -13,7 +13,6 @@ from PIL import Image
 
 from mtpd.data.image_size import HEAD, header_size
 from mtpd.data.validate import validate_split
-
 from tests.helpers import QUIRK_SIZE, quirk_coco, quirk_dataset
 
 

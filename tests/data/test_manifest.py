@@ -11,7 +11,6 @@ import pytest
 
 from mtpd.data.manifest import DatasetError, DatasetManifest
 from mtpd.data.shapes import ShapesSpec
-
 from tests.helpers import one_line_error, run_mtpd
 
 RETINA = "mtpd::shapes/retinanet_r18w16_shapes.py"

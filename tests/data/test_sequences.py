@@ -10,7 +10,6 @@ from mtpd.data.manifest import DatasetManifest
 from mtpd.data.sequences import SequencesSpec, generate_sequences
 from mtpd.data.shapes import class_names
 from mtpd.errors import DatasetError
-
 from tests.helpers import read_coco, tree_digest
 
 SMALL = dict(num_train=1, num_proxy=0, num_val=2, frames=5, max_objects=3, still_prob=0.0,

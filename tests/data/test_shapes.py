@@ -9,8 +9,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from mtpd.data.manifest import DatasetManifest
-from mtpd.data.shapes import ShapesSpec, TEXTURES, class_names, generate, render_image
-
+from mtpd.data.shapes import TEXTURES, ShapesSpec, class_names, generate, render_image
 from tests.helpers import tree_digest
 
 

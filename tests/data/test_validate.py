@@ -12,9 +12,15 @@ import pytest
 from mtpd.data.manifest import DatasetManifest
 from mtpd.data.validate import DROP_KEY, check_categories, validate_dataset, validate_split
 from mtpd.errors import DatasetError
-
-from tests.helpers import (SMALL_H, SMALL_W, one_line_error, run_mtpd,
-                           small_coco, small_dataset, write_split)
+from tests.helpers import (
+    SMALL_H,
+    SMALL_W,
+    one_line_error,
+    run_mtpd,
+    small_coco,
+    small_dataset,
+    write_split,
+)
 
 
 def _fails(root: Path, splits: dict[str, dict[str, Any] | str] | None = None, **kw: Any) -> str:

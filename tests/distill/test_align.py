@@ -6,7 +6,6 @@ import torch
 from mtpd.distill.align import TeacherInput
 
 
-
 def test_teacher_input_conversion():
     conv = TeacherInput(student_mean=[10, 20, 30], student_std=[2, 2, 2],
                         teacher_mean=[0, 0, 0], teacher_std=[1, 1, 1], flip_channels=True,

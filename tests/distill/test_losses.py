@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtpd.distill.losses import CWDLoss, FGDLoss, FeatureMSELoss, MGDLoss, PKDLoss, fgd_masks
+from mtpd.distill.losses import CWDLoss, FeatureMSELoss, FGDLoss, MGDLoss, PKDLoss, fgd_masks
 
 RNG = np.random.default_rng(0)
 S = RNG.normal(size=(2, 3, 4, 5))

@@ -12,7 +12,6 @@ from mtpd.checkpoint import load_checkpoint_file, save_model_checkpoint
 from mtpd.data.manifest import DatasetManifest
 from mtpd.distill.align import match_levels
 from mtpd.model_config import build_job_config, load_config
-
 from tests.helpers import random_checkpoint
 
 STUDENT = "mtpd::shapes/retinanet_r18w16_shapes.py"

@@ -11,9 +11,15 @@ import torch
 import yaml
 
 from mtpd.orphans import local_orphans
-
-from tests.helpers import (CheckpointWatch, ONE_THREAD, SNAKEMAKE, train_command, user_env,
-                           wait_for, workdir)
+from tests.helpers import (
+    ONE_THREAD,
+    SNAKEMAKE,
+    CheckpointWatch,
+    train_command,
+    user_env,
+    wait_for,
+    workdir,
+)
 
 E6 = "results/tiny/seed0/baseline/e6/model.pth"  # the student alone, 6 epochs: long enough
 

@@ -1,9 +1,7 @@
 """Snakemake runs the preflight (mtpd/preflight.py) before any training job, and stops there."""
 from __future__ import annotations
 
-
 import pytest
-
 
 from tests.helpers import BROKEN, one_teacher, snakemake, workdir
 

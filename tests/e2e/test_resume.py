@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from mtpd.checkpoint import load_checkpoint_file
-
 from tests.helpers import workdir
 
 

@@ -27,8 +27,15 @@ import torch
 import yaml
 
 from mtpd.orphans import ENDED
-from tests.helpers import (ONE_THREAD, CheckpointWatch, job_stats, train_command, user_env,
-                           wait_for, workdir)
+from tests.helpers import (
+    ONE_THREAD,
+    CheckpointWatch,
+    job_stats,
+    train_command,
+    user_env,
+    wait_for,
+    workdir,
+)
 from tests.slurm_cluster import CPUS_PER_GPU, GPU_MODEL, SlurmCluster
 from tests.slurm_cluster import start as start_cluster
 
