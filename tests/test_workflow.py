@@ -30,6 +30,23 @@ def test_dry_run_shows_whole_plan(tmp_path, config):
         assert rule in out, f"{rule} missing from the plan of {config}:\n{out}"
 
 
+def test_direct_distillation_from_a_zoo_teacher_is_planned(tmp_path):
+    """A fetched (zoo) teacher is distilled directly as a trained one is: a paper config with
+    fixed orders plans `distill_direct` from it (its rule once inherited the trained teachers'
+    wildcard constraint, and this run had no rule)."""
+    wd = workdir(tmp_path)
+    config = yaml.safe_load((wd / "config" / "coco_retinanet.yaml").read_text())
+    config["bgs"] = {"enabled": False}
+    config["distill"]["direct"] = ["retina_r101", "retina_swin-t"]
+    (wd / "config" / "fixed.yaml").write_text(yaml.safe_dump(config))
+    r = snakemake(wd, "-n", "-p", "--configfile", "config/fixed.yaml", timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    trains = [line for line in r.stdout.splitlines()
+              if line.startswith("Shell command: mtpd train")]
+    for teacher in ("retina_r101", "retina_swin-t"):
+        assert any(f"seed0/direct/{teacher}/e24/model.pth" in t for t in trains), teacher
+
+
 def test_invalid_config_is_refused_with_key(tmp_path):
     wd = workdir(tmp_path)
     cfg = (wd / "config" / "tiny.yaml").read_text().replace("epochs: 2", "epochs: -2", 1)
