@@ -205,12 +205,6 @@ class Plan:
             options.append(f"--precision {train['precision']}")
         return " ".join(o for o in options if o)
 
-    def teacher_epochs(self, teacher: str) -> int:
-        return self.teachers[teacher]["epochs"]
-
-    def teacher_seed(self, teacher: str) -> int:
-        return self.teachers[teacher]["seed"]
-
     def distill_flag(self, teacher: str) -> str:
         """`--distill` for a stage with `teacher`: the teacher plus the config's stage settings."""
         settings = pipeline_config.distill_settings(self.config, teacher,
