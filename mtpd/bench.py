@@ -1,169 +1,480 @@
-"""The accuracy benchmark's report: is progressive distillation better than direct, and does BGS
-find the best order? Read from an experiment's results (config/bench.yaml) with several seeds.
+"""The accuracy benchmark's report (config/bench.yaml): where the paper's precondition holds, does
+progressive distillation beat direct distillation at equal total epochs, which variant of it
+helps, does BGS find the best order, and can its proxy be trusted? Read from an experiment's
+results with several seeds; every comparison is paired by seed.
 
-* every method's AP as mean and standard deviation over seeds (student alone, direct from each
-  teacher at each budget, every teacher order, MTPD in BGS's order);
-* MTPD against the best direct run at the same total epochs: the difference, and how many
-  standard deviations it is (paired by seed, and against the pooled spread);
-* where BGS's order ranks among all orders, per seed, for the BGS that ran (its `bgs.control`)
-  and for the other reading replayed from the same proxy scores (`bgs.exhaustive` records every
-  chain's proxy score, so no training is needed to replay it).
+* **precondition**: each teacher's own AP, and the student after direct distillation from it; the
+  final (strongest) teacher must transfer worse than a smaller one, or a chain has nothing to fix;
+* **main table**: every student at the chains' total epochs (mean, sd), its paired difference to
+  the best direct run, the best student marked;
+* **variants** (ours): a continued LR schedule against the paper's restarts, chain by chain;
+  which teacher each target rule picks and what the student gets from it;
+* **BGS**: its order's val rank among all orders trained in full, per seed, and the orders it
+  would have chosen with each proxy (replayed from the recorded proxy metrics);
+* **proxy validation**: Kendall's tau between each proxy's score of a chain and the chain's val AP
+  when trained in full, over the pairs of chains of the same seed.
+
+Settings are chosen on the proxy split; the val split is read here, once, for the report.
+`collect` copies an experiment's small JSON records (never checkpoints) elsewhere, e.g. into
+`benchmarks/results/`, so the report can be rebuilt from the repository.
 """
 from __future__ import annotations
 
+import math
+import shutil
 import statistics
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mtpd.bgs import run_bgs
-from mtpd.io import atomic_write_text, atomic_write_with
-from mtpd.tables import METHOD_RANK, METHODS, experiment_layout, read_json, runs, to_markdown
+from mtpd.io import atomic_write_json, atomic_write_text
+from mtpd.layout import FULL_SCHEDULES, Chain, describe, metrics_path
+from mtpd.tables import (
+    METHODS,
+    _pyplot,
+    _save_figure,
+    experiment_layout,
+    read_json,
+    runs,
+    to_markdown,
+)
+
+BySeed = dict[int, float]
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+def mean_sd(values: Iterable[float]) -> tuple[float, float, int]:
+    values = [v for v in values if v == v]
+    if not values:
+        return float("nan"), float("nan"), 0
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return statistics.fmean(values), sd, len(values)
 
 
-def method_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd and n of AP for every (method, teachers, epochs), teachers included."""
+def paired(a: BySeed, b: BySeed) -> tuple[float, float, int]:
+    """Mean, sd and number of the differences a - b over the seeds both have."""
+    return mean_sd(a[s] - b[s] for s in sorted(set(a) & set(b)))
+
+
+def t_stat(mean: float, sd: float, n: int) -> float:
+    """A paired difference over its standard error (NaN under 2 seeds)."""
+    if n < 2 or mean != mean:
+        return float("nan")
+    if not sd:
+        return math.copysign(math.inf, mean) if mean else float("nan")
+    return mean / (sd / math.sqrt(n))
+
+
+def pm(mean: float, sd: float, signed: bool = False) -> str:
+    """`12.34 +- 0.56` (a difference with its sign)."""
+    if mean != mean:
+        return ""
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return text + (f" +- {sd:.2f}" if sd == sd else "")
+
+
+def kendall_counts(x: list[float], y: list[float]) -> tuple[int, int, int, int, int]:
+    """Concordant, discordant, tied-in-x-only, tied-in-y-only and total pairs."""
+    c = d = tx = ty = n = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            n += 1
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                tx += 1
+            elif dy == 0:
+                ty += 1
+            elif (dx > 0) == (dy > 0):
+                c += 1
+            else:
+                d += 1
+    return c, d, tx, ty, n
+
+
+def kendall_tau(groups: Iterable[tuple[list[float], list[float]]]) -> tuple[float, int]:
+    """Kendall's tau-b over the pairs within each group (a seed's chains: a proxy ranks chains
+    of one seed), and the number of pairs; NaN without an untied pair."""
+    c = d = tx = ty = n = 0
+    for x, y in groups:
+        counts = kendall_counts(x, y)
+        c, d, tx, ty, n = (a + b for a, b in zip((c, d, tx, ty, n), counts, strict=True))
+    denominator = math.sqrt((c + d + tx) * (c + d + ty))
+    return ((c - d) / denominator if denominator else float("nan")), n
+
+
+# --- reading the tree --------------------------------------------------------------------------
+class Bench:
+    """An experiment's records, keyed the way the report compares them."""
+
+    def __init__(self, exp_dir: str | Path):
+        self.dir = Path(exp_dir)
+        self.layout, self.config = experiment_layout(self.dir)
+        self.seeds: list[int] = self.config["train"]["seeds"]
+        self.stage: int = self.config["student"]["epochs"]
+        self.bgs = self.config["bgs"]
+        self.proxy_split: str = self.bgs["proxy_split"]
+        self.teachers: dict[str, Any] = self.config["teachers"]
+        self.mtpd_schedule = FULL_SCHEDULES[self.config["distill"].get("stage_schedule",
+                                                                       "restart")]
+        df = runs(self.dir)
+        self.df = df[df["epochs"].notna()]
+        self.budget = self.stage * self.bgs["max_stages"]
+        self.results = {s: read_json(self.layout.bgs_file(s, "result")) for s in self.seeds
+                        if Path(self.layout.bgs_file(s, "result")).is_file()}
+
+    def ap(self, method: str, teachers: str, epochs: int | None = None) -> BySeed:
+        """Val AP by seed of one student run (`teachers`: a chain as `a -> b`, a teacher)."""
+        sub = self.df[(self.df["method"] == METHODS[method]) & (self.df["teachers"] == teachers)]
+        if epochs is not None:
+            sub = sub[sub["epochs"] == epochs]
+        return {int(s): float(a) for s, a in zip(sub["seed"], sub["AP"], strict=True)}
+
+    def chains(self, schedule: str) -> list[Chain]:
+        sub = self.df[self.df["method"] == METHODS[schedule]]
+        return sorted({tuple(c) for c in sub["chain"]}, key=lambda c: (len(c), c))
+
+    def record(self, path: str) -> dict[str, Any] | None:
+        return read_json(path) if Path(path).is_file() else None
+
+    def proxy_scores(self, seed: int, where: str, key: str) -> dict[Chain, float]:
+        """Score (`key` of the metrics: AP or neg_feature_loss) of each chain of a seed on the
+        proxy split: `proxy` = BGS's proxy schedule, else the chains trained in full."""
+        out = {}
+        for path in sorted(Path(self.layout.seed_dir(seed)).glob(
+                f"{where}/**/metrics_{self.proxy_split}.json")):
+            rec = read_json(path)
+            if key in rec:
+                out[describe(str(path)).chain] = float(rec[key])
+        return out
+
+    def split_ap(self, schedule: str, chain: Chain, split: str) -> BySeed:
+        """AP by seed of a chain trained in full, on any split it was evaluated on."""
+        out = {}
+        for seed in self.seeds:
+            rec = self.record(metrics_path(self.layout.stage_model(seed, schedule, chain), split))
+            if rec:
+                out[seed] = float(rec["AP"])
+        return out
+
+    def val_ap(self, seed: int, schedule: str = "progressive") -> dict[Chain, float]:
+        sub = self.df[(self.df["method"] == METHODS[schedule]) & (self.df["seed"] == seed)]
+        return {tuple(c): float(a) for c, a in zip(sub["chain"], sub["AP"], strict=True)}
+
+    def teacher_ap(self, split: str) -> dict[str, float]:
+        out = {}
+        for t in self.teachers:
+            rec = self.record(metrics_path(self.layout.teacher_model(t), split))
+            if rec:
+                out[t] = float(rec["AP"])
+        return out
+
+
+def arrow(chain: Iterable[str]) -> str:
+    return " -> ".join(chain)
+
+
+# --- the report's sections ---------------------------------------------------------------------
+def precondition(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Each teacher's own AP, the student after one stage and after direct distillation from it at
+    the budget; the final teacher (the strongest) against each other teacher, paired."""
+    own = b.teacher_ap(b.config["evaluation"]["split"])
+    pool = [t for t in b.bgs["pool"] if t in own]
+    final = max(pool, key=own.get)
+    direct_final = b.ap("direct", final, b.budget)
     rows = []
-    df = df.assign(who=df["teachers"].where(df["teachers"] != "", df["model"]))
-    for (method, who, epochs), g in df.groupby(["method", "who", "epochs"], sort=False):
-        if method == METHODS["mtpd"]:
-            continue  # MTPD's orders differ by seed: reported on its own
-        mean, sd = _mean_sd(list(g["AP"]))
-        rows.append({"method": method, "teachers": who, "epochs": int(epochs),
-                     "AP_mean": mean, "AP_sd": sd, "seeds": len(g)})
-    out = pd.DataFrame(rows)
-    out["_rank"] = out["method"].map(METHOD_RANK)
-    out = out.sort_values(["_rank", "epochs", "teachers"], kind="stable")
-    return out.drop(columns="_rank").reset_index(drop=True)
+    for t in pool:
+        direct = b.ap("direct", t, b.budget)
+        one = mean_sd(b.ap("progressive", t, b.stage).values())
+        d = mean_sd(direct.values())
+        diff = paired(direct_final, direct) if t != final else (float("nan"),) * 2 + (0,)
+        rows.append({"teacher": t + (" (final)" if t == final else ""), "teacher_AP": own[t],
+                     f"one stage, {b.stage} ep": pm(*one[:2]),
+                     f"direct, {b.budget} ep": pm(*d[:2]),
+                     "direct from final minus this": pm(*diff[:2], signed=True),
+                     "t": t_stat(*diff)})
+    table = pd.DataFrame(rows)
+    others = [r for r in rows if not r["teacher"].endswith("(final)")]
+    best_other = max((t for t in pool if t != final),
+                     key=lambda t: mean_sd(b.ap("direct", t, b.budget).values())[0])
+    diff = paired(direct_final, b.ap("direct", best_other, b.budget))
+    summary = {"final_teacher": final, "best_other_direct_teacher": best_other,
+               "direct_final_minus_best_other": diff[:2],
+               "precondition_holds": bool(others) and t_stat(*diff) < -2}
+    return table, summary
 
 
-def replay(result: dict[str, Any], pool: list[str], margin: float, max_stages: int,
-           control: str) -> tuple[str, ...] | None:
-    """The order BGS would have chosen with `control`, from the recorded proxy scores (None if
-    a chain it needs was never scored, e.g. a control chain of a search that ran without)."""
-    scores = {tuple(e["chain"]): e["score"] for e in result["exhaustive"]["scores"]}
-    for d in result["rounds"]:  # control chains and the target alone are not in `exhaustive`
-        scores.setdefault(tuple(d["order"]), d["order_score"])
-        if d.get("control_score") is not None:
-            scores[(d["order"][0], *d["order"])] = d["control_score"]
-    target = result["rounds"][0]["order"][-1]
-    try:
-        decisions = run_bgs(pool, target, scores.__getitem__, margin, max_stages, control)
-    except KeyError:
-        return None
-    return decisions[-1].new_order
+def main_table(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Every student at the budget, with its paired difference to the best direct run."""
+    runs_: list[tuple[str, str, BySeed]] = [
+        (METHODS["baseline"], "", b.ap("baseline", "", b.budget))]
+    directs = {t: b.ap("direct", t, b.budget) for t in b.config["distill"]["direct"]}
+    runs_ += [(METHODS["direct"], t, ap) for t, ap in directs.items()]
+    for schedule in ("progressive", "continued"):
+        runs_ += [(METHODS[schedule], arrow(c), b.ap(schedule, arrow(c), b.budget))
+                  for c in b.chains(schedule) if len(c) * b.stage == b.budget]
+    mtpd = {s: b.val_ap(s, b.mtpd_schedule).get(tuple(r["order"]), float("nan"))
+            for s, r in b.results.items()}
+    mtpd_orders = " | ".join(dict.fromkeys(arrow(r["order"]) for r in b.results.values()))
+    runs_.append((METHODS["mtpd"], mtpd_orders, {s: a for s, a in mtpd.items() if a == a}))
+    best_direct = max(directs, key=lambda t: mean_sd(directs[t].values())[0])
+    rows = []
+    for method, teachers, ap in runs_:
+        m, sd, n = mean_sd(ap.values())
+        diff = paired(ap, directs[best_direct])
+        rows.append({"method": method, "teachers": teachers, "AP": m, "AP_sd": sd, "seeds": n,
+                     f"minus best direct ({best_direct})":
+                     pm(*diff[:2], signed=True) if method != METHODS["direct"] or
+                     teachers != best_direct else "0",
+                     "_diff": diff})
+    table = pd.DataFrame(rows)
+    best = int(table["AP"].idxmax())
+    table["best"] = ["**best**" if i == best else "" for i in range(len(table))]
+    prog = table[table["method"].isin([METHODS["progressive"], METHODS["continued"]])]
+    summary: dict[str, Any] = {"best_direct": best_direct,
+                               "best_student": f"{table.loc[best, 'method']} "
+                                               f"{table.loc[best, 'teachers']}".strip()}
+    for label, sub in (("best_progressive_variant", prog),
+                       ("best_paper_order", prog[prog["method"] == METHODS["progressive"]]),
+                       ("mtpd", table[table["method"] == METHODS["mtpd"]])):
+        if len(sub) and sub["AP"].notna().any():
+            row = sub.loc[sub["AP"].idxmax()]
+            summary[label] = f"{row['method']}: {row['teachers']}"
+            summary[f"{label}_minus_best_direct"] = row["_diff"][:2]
+    return table.drop(columns=["_diff"]), summary
 
 
-def _rank(ap: dict[tuple[str, ...], float], chain: tuple[str, ...],
-          same_length: bool = False) -> int:
-    """1 = the best of the orders trained in full (ties share the better rank)."""
-    pool = {c: a for c, a in ap.items() if not same_length or len(c) == len(chain)}
-    return 1 + sum(a > pool[chain] for a in pool.values())
+def schedules(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Each continued chain against the same chain restarted (the paper), paired: on the proxy
+    split, which chooses the schedule, and on val, which reports it."""
+    rows, proxy_diffs = [], []
+    for chain in b.chains("continued"):
+        cont, restart = (b.ap(s, arrow(chain), b.stage * len(chain))
+                         for s in ("continued", "progressive"))
+        on_proxy = paired(*(b.split_ap(s, chain, b.proxy_split)
+                            for s in ("continued", "progressive")))
+        if on_proxy[2]:
+            proxy_diffs.append(on_proxy[0])
+        rows.append({"chain": arrow(chain), "epochs": b.stage * len(chain),
+                     "restart (paper)": pm(*mean_sd(restart.values())[:2]),
+                     "continued (ours)": pm(*mean_sd(cont.values())[:2]),
+                     "continued minus restart": pm(*paired(cont, restart)[:2], signed=True),
+                     "the same on the proxy split": pm(*on_proxy[:2], signed=True)})
+    chosen = ("continue" if statistics.fmean(proxy_diffs) > 0 else "restart") \
+        if proxy_diffs else None
+    return pd.DataFrame(rows), {"stage_schedule_chosen_on_proxy": chosen}
+
+
+def target_rules(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per seed: the teacher each target rule picks on the proxy split, and the AP of the
+    student after one full stage with it, on the proxy split (which chooses the rule) and on
+    val (which reports it)."""
+    teacher_proxy = b.teacher_ap(b.proxy_split)
+    rows, on_proxy = [], {"best": [], "proxy": []}
+    for seed in b.seeds:
+        one_stage = b.proxy_scores(seed, "proxy", "AP")
+        by_student = {c[0]: a for c, a in one_stage.items() if len(c) == 1}
+        val = {c[0]: a for c, a in b.val_ap(seed).items() if len(c) == 1}
+        full = {c[0]: a for c, a in b.proxy_scores(seed, "progressive", "AP").items()
+                if len(c) == 1}
+        row: dict[str, Any] = {"seed": seed}
+        for rule, scores in (("best", teacher_proxy), ("proxy", by_student)):
+            pool = [t for t in b.bgs["pool"] if t in scores]
+            pick = max(pool, key=scores.get) if pool else None
+            row[f"target: {rule}"] = pick
+            row[f"one stage, proxy split ({rule})"] = full.get(pick, float("nan"))
+            row[f"one stage, val ({rule})"] = val.get(pick, float("nan"))
+            on_proxy[rule].append(full.get(pick, float("nan")))
+        row["best one stage on val"] = max(val, key=val.get) if val else None
+        rows.append(row)
+    means = {rule: mean_sd(v)[0] for rule, v in on_proxy.items()}
+    chosen = max(means, key=lambda r: means[r] if means[r] == means[r] else -math.inf)
+    return pd.DataFrame(rows), {"target_rule_chosen_on_proxy": chosen}
+
+
+PROXIES = {  # name -> (where the chains were trained, metrics key)
+    "box_ap": ("proxy", "AP"),
+    "feature_loss": ("proxy", "neg_feature_loss"),
+    "box_ap, full schedule": ("progressive", "AP"),
+}
+
+
+def proxy_validation(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Kendall's tau between each proxy and the val AP of the same chains trained in full
+    (restarted stages, the schedule BGS's chains stand for), over the pairs within each seed:
+    on the chains BGS scored (so every proxy is judged on the same pairs) and, for the full
+    schedule, on every chain trained in full. The feature loss compares chains ending at the
+    same teacher only (a loss to another teacher is another scale)."""
+    rows, taus = [], {}
+    for name, (where, key) in PROXIES.items():
+        for on in ("BGS's chains", "all full chains"):
+            if on == "all full chains" and where == "proxy":
+                continue
+            groups = []
+            for seed in b.seeds:
+                scored = b.proxy_scores(seed, "proxy", "AP")
+                scores = b.proxy_scores(seed, where, key)
+                val = b.val_ap(seed)
+                chains = [c for c in scores if c in val and (on != "BGS's chains" or c in scored)]
+                if key == "neg_feature_loss":
+                    ends = {c[-1] for c in chains}
+                    chains = [c for c in chains if c[-1] == max(
+                        ends, key=lambda e: sum(x[-1] == e for x in chains))]
+                groups.append(([scores[c] for c in chains], [val[c] for c in chains]))
+            tau, n = kendall_tau(groups)
+            rows.append({"proxy": name, "chains": on, "kendall_tau": tau, "pairs": n})
+            if on == "BGS's chains":
+                taus[name] = tau
+    best = max((k for k in taus if taus[k] == taus[k]), key=taus.get, default=None)
+    return pd.DataFrame(rows), {"proxy_taus": taus, "proxy_agreeing_best": best}
+
+
+def bgs_ranks(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per seed: BGS's order and its val rank among the orders trained in full (restarted), and
+    the orders BGS would have chosen with each proxy (replayed from the same target)."""
+    rows, ranks = [], {}
+    for seed, result in b.results.items():
+        val = b.val_ap(seed)
+        target = result["rounds"][0]["order"][-1]
+        row: dict[str, Any] = {"seed": seed, "target": target,
+                               "best of all orders (val)": arrow(max(val, key=val.get))}
+        orders = {"ran": tuple(result["order"])}
+        for name, (where, key) in PROXIES.items():
+            scores = b.proxy_scores(seed, where, key)
+            try:
+                orders[name] = run_bgs(b.bgs["pool"], target, scores.__getitem__,
+                                       b.bgs["margin"], b.bgs["max_stages"],
+                                       b.bgs["control"])[-1].new_order
+            except KeyError:  # a chain that proxy never scored
+                orders[name] = None
+        for name, order in orders.items():
+            label = f"BGS ({b.bgs['proxy']}, {b.bgs['proxy_epochs']} ep)" if name == "ran" \
+                else f"replayed: {name}"
+            rank = 1 + sum(a > val[order] for a in val.values()) if order in val else None
+            row[label] = f"{arrow(order)} (rank {rank} of {len(val)})" if order else ""
+            ranks.setdefault(label, []).append(rank)
+        rows.append(row)
+    summary = {f"{k} mean rank": statistics.fmean(v) for k, v in ranks.items()
+               if all(r is not None for r in v) and v}
+    return pd.DataFrame(rows), summary
+
+
+def plot_epochs(b: Bench, path: Path) -> None:
+    """AP against total epochs: the student alone, direct distillation from each teacher (one
+    stage = direct for a stage's epochs), the best restarted and continued chains."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+
+    def line(label: str, points: list[tuple[int, BySeed]], style: str) -> None:
+        xs, ms, sds = [], [], []
+        for epochs, ap in points:
+            m, sd, n = mean_sd(ap.values())
+            if n:
+                xs.append(epochs)
+                ms.append(m)
+                sds.append(sd if sd == sd else 0.0)
+        if xs:
+            ax.errorbar(xs, ms, yerr=sds, fmt=style, capsize=3, label=label)
+
+    alone = sorted({int(e) for e in b.df[b.df["method"] == METHODS["baseline"]]["epochs"]})
+    line("student alone", [(e, b.ap("baseline", "", e)) for e in alone], "s-k")
+    for t in b.config["distill"]["direct"]:
+        line(f"direct: {t}", [(b.stage, b.ap("progressive", t, b.stage)),
+                              (b.budget, b.ap("direct", t, b.budget))], "^--")
+    for schedule, style in (("progressive", "o-"), ("continued", "D-")):
+        full = [c for c in b.chains(schedule) if len(c) * b.stage == b.budget]
+        if not full:
+            continue
+        best = max(full, key=lambda c: mean_sd(b.ap(schedule, arrow(c)).values())[0])
+        line(f"{METHODS[schedule]}: {arrow(best)}",
+             [(b.stage * (i + 1), b.ap(schedule, arrow(best[: i + 1])))
+              for i in range(len(best))], style)
+    ax.set_xlabel("total epochs of the student")
+    ax.set_ylabel("val box AP (mean +- sd over seeds)")
+    ax.set_title(f"{b.config['experiment']}: AP against total epochs")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save_figure(fig, path)
 
 
 def report(exp_dir: str | Path) -> dict[str, Any]:
-    """Writes `report.md` and `report.csv` into the experiment directory; returns the figures."""
-    exp_dir = Path(exp_dir)
-    layout, config = experiment_layout(exp_dir)
-    df = runs(exp_dir)
-    df = df[df["epochs"].notna()]
-    bgs, stage = config["bgs"], config["student"]["epochs"]
-    ran, other = bgs["control"], "none" if bgs["control"] != "none" else "repeat_first"
-    table = method_table(df)
-    prog = df[df["method"] == METHODS["progressive"]]
-    direct = df[df["method"] == METHODS["direct"]]
-    per_seed, paired = [], []
-    for seed in config["train"]["seeds"]:
-        result = read_json(layout.bgs_file(seed, "result"))
-        ap = {tuple(c): a for c, a in zip(prog[prog["seed"] == seed]["chain"],
-                                          prog[prog["seed"] == seed]["AP"], strict=True)}
-        orders = {ran: tuple(result["order"]),
-                  other: replay(result, bgs["pool"], bgs["margin"], bgs["max_stages"], other)}
-        best = max(ap, key=ap.get)
-        row: dict[str, Any] = {"seed": seed, "exhaustive_best": " -> ".join(best),
-                               "exhaustive_best_AP": ap[best]}
-        for name, order in orders.items():
-            key = f"bgs_{name}"
-            order = order or ()
-            row[key] = " -> ".join(order) or "(not replayable)"
-            row[f"{key}_AP"] = ap.get(order)
-            row[f"{key}_rank"] = _rank(ap, order) if order in ap else None
-            row[f"{key}_rank_same_length"] = _rank(ap, order, True) if order in ap else None
-            row[f"{key}_is_best"] = order == best
-        epochs = stage * len(orders[ran])
-        d = direct[(direct["seed"] == seed) & (direct["epochs"] == epochs)]
-        if len(d) and orders[ran] in ap:
-            row["best_direct_AP"] = d["AP"].max()
-            row["mtpd_minus_best_direct"] = ap[orders[ran]] - d["AP"].max()
-            paired.append(row["mtpd_minus_best_direct"])
-        per_seed.append(row)
-    seeds = pd.DataFrame(per_seed)
-    summary = summarize(table, seeds, paired, ran, other, stage)
-    write_report(exp_dir, table, seeds, summary)
+    """Writes `report.md`, `report.json` and `epochs.png` into the experiment directory and
+    returns the headline figures."""
+    b = Bench(exp_dir)
+    pre, s_pre = precondition(b)
+    main, s_main = main_table(b)
+    sched, s_sched = schedules(b)
+    targets, s_targets = target_rules(b)
+    proxy, s_proxy = proxy_validation(b)
+    ranks, s_ranks = bgs_ranks(b)
+    plot_epochs(b, b.dir / "epochs.png")
+    warmup = warmup_share(b)
+    summary = {"seeds": len(b.seeds), "stage_epochs": b.stage, "budget_epochs": b.budget,
+               "warmup_share_of_a_stage": warmup, **s_pre, **s_main, **s_sched, **s_targets,
+               **s_proxy, **s_ranks}
+    atomic_write_json(b.dir / "report.json", summary)
+    lines = [f"# Accuracy benchmark: {b.dir.name}", "",
+             f"{len(b.seeds)} seeds (paired), stages of {b.stage} epochs (warm-up "
+             f"{warmup:.1%} of a stage), every comparison at {b.budget} total epochs; "
+             "differences are mean +- sd over seeds of the per-seed difference.", "",
+             "## Precondition: direct distillation from each teacher", "",
+             f"Holds: {s_pre['precondition_holds']} (the final teacher's direct run is "
+             f"{pm(*s_pre['direct_final_minus_best_other'], signed=True)} AP against "
+             f"{s_pre['best_other_direct_teacher']}'s; t is that difference over its standard "
+             "error, below -2 to hold).", "", to_markdown(pre),
+             f"## Every student at {b.budget} epochs", "", to_markdown(main),
+             "## Continued LR schedule against the paper's restarts", "", to_markdown(sched),
+             "## Target rules: the teacher picked on the proxy split, and one stage with it on val",
+             "", to_markdown(targets),
+             "## BGS: its order's val rank among all orders, and the orders each proxy gives", "",
+             to_markdown(ranks),
+             "## The proxy against val AP (Kendall's tau over pairs of chains of one seed)", "",
+             to_markdown(proxy), "## Summary", ""]
+    lines += [f"- {k}: {_show(v)}" for k, v in summary.items()]
+    atomic_write_text(b.dir / "report.md", "\n".join(lines) + "\n")
     return summary
 
 
-def summarize(table: pd.DataFrame, seeds: pd.DataFrame, paired: list[float], ran: str,
-              other: str, stage: int) -> dict[str, Any]:
-    """The headline figures: MTPD vs the best direct run, best order vs best direct, BGS."""
-    def best_of(method: str, epochs: int | None = None) -> pd.Series | None:
-        sub = table[table["method"] == method]
-        if epochs is not None:
-            sub = sub[sub["epochs"] == epochs]
-        return None if sub.empty else sub.loc[sub["AP_mean"].idxmax()]
+def warmup_share(b: Bench) -> float:
+    """Warm-up iterations over a stage's iterations, from the student's model config (NaN where
+    the number of training images is not in the pipeline config: generated data only)."""
+    from mtpd.model_config import load_config
 
-    s: dict[str, Any] = {"bgs_ran": ran, "bgs_replayed": other}
-    mtpd = list(seeds[f"bgs_{ran}_AP"].dropna())
-    if mtpd:
-        s["mtpd_AP_mean"], s["mtpd_AP_sd"] = _mean_sd(mtpd)
-    if paired:
-        mean, sd = _mean_sd(paired)
-        s["mtpd_minus_best_direct_mean"], s["mtpd_minus_best_direct_sd"] = mean, sd
-        s["mtpd_minus_best_direct_in_paired_sd"] = mean / sd if sd and sd == sd else None
-    # the longest chains' budget: teachers and long baselines may have trained for longer
-    chains = table[table["method"] == METHODS["progressive"]]
-    top = int(chains["epochs"].max()) if not chains.empty else int(table["epochs"].max())
-    order, direct = best_of(METHODS["progressive"], top), best_of(METHODS["direct"], top)
-    if order is not None and direct is not None:
-        pooled = ((order["AP_sd"] ** 2 + direct["AP_sd"] ** 2) / 2) ** 0.5
-        s.update(best_order=order["teachers"], best_order_AP=order["AP_mean"],
-                 best_direct=f"{direct['teachers']} ({top} epochs)",
-                 best_direct_AP=direct["AP_mean"],
-                 best_order_minus_best_direct=order["AP_mean"] - direct["AP_mean"],
-                 best_order_minus_best_direct_in_pooled_sd=(
-                     (order["AP_mean"] - direct["AP_mean"]) / pooled if pooled else None))
-    gaps = {}
-    for _, r in table[table["method"] == METHODS["teacher"]].iterrows():
-        alone = best_of(METHODS["baseline"], int(r["epochs"]))
-        if alone is not None:
-            gaps[r["teachers"]] = float(r["AP_mean"] - alone["AP_mean"])
-    if gaps:
-        s["teacher_minus_student_alone_at_equal_epochs"] = gaps
-    for name in (ran, other):
-        s[f"bgs_{name}_picks_exhaustive_best"] = int(seeds[f"bgs_{name}_is_best"].sum())
-        s[f"bgs_{name}_mean_rank"] = seeds[f"bgs_{name}_rank"].mean()
-    s["seeds"] = len(seeds)
-    return s
+    images = b.config["dataset"].get("shapes", {}).get("num_train")
+    cfg = load_config(b.config["student"]["config"])
+    batch = b.config["train"].get("batch_size") or cfg.train_dataloader["batch_size"]
+    warm = [s["end"] for s in cfg.param_scheduler if not s.get("by_epoch", True)]
+    if not images:
+        return float("nan")
+    return (warm[0] / (math.ceil(images / batch) * b.stage)) if warm else 0.0
 
 
-def write_report(exp_dir: Path, table: pd.DataFrame, seeds: pd.DataFrame,
-                 summary: dict[str, Any]) -> None:
-    atomic_write_with(exp_dir / "report.csv", lambda p: table.to_csv(p, index=False))
-    atomic_write_with(exp_dir / "report_seeds.csv", lambda p: seeds.to_csv(p, index=False))
+def _show(v: Any) -> str:
+    if isinstance(v, tuple) and len(v) == 2:
+        return pm(*v, signed=True)
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k} {_show(x)}" for k, x in v.items())
+    return str(v)
 
-    def show(v: Any, signed: bool) -> str:  # differences ("minus") carry their sign
-        if isinstance(v, dict):
-            return ", ".join(f"{k} {show(x, signed)}" for k, x in v.items())
-        return (f"{v:+.2f}" if signed else f"{v:.2f}") if isinstance(v, float) else str(v)
 
-    lines = [f"# Accuracy benchmark: {exp_dir.name}", ""]
-    lines += [f"- {k}: {show(v, 'minus' in k)}" for k, v in summary.items()]
-    lines += ["", "## AP by method (mean and sd over seeds)", "", to_markdown(table),
-              "## Per seed: BGS's orders and the best of all orders (val AP)", "",
-              to_markdown(seeds)]
-    atomic_write_text(exp_dir / "report.md", "\n".join(lines))
+def collect(exp_dir: str | Path, out_dir: str | Path) -> int:
+    """Copies every JSON record of an experiment and of its dataset's teachers (metrics, BGS
+    state, the experiment's config; never a checkpoint) to `out_dir`, keeping the layout under
+    the results root; returns how many. `report(out_dir/<experiment>)` then rebuilds the
+    report from the copy."""
+    exp_dir, out_dir = Path(exp_dir), Path(out_dir)
+    layout, _ = experiment_layout(exp_dir)
+    root = exp_dir.parent
+    files = list(exp_dir.rglob("*.json")) + list(Path(layout.teacher_dir("x")).parent.rglob(
+        "metrics_*.json"))
+    files = [f for f in files if not any(p.endswith(".work") for p in f.parts)]
+    for f in files:
+        target = out_dir / f.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, target)
+    return len(files)

@@ -57,19 +57,29 @@ def chain_scores(metrics: list[str], proxy: str, evaluation_split: str) -> dict[
     return scores
 
 
-def write_target(pool: list[str], target: str, teacher_metrics: list[str],
-                 evaluation_split: str, out: str) -> str:
-    """Fixes the last stage: the configured teacher, or the one with the best proxy AP."""
-    ap = {describe(p).teacher: float(_proxy_record(p, evaluation_split)["AP"])
-          for p in teacher_metrics}
-    if target == "best":
+def write_target(pool: list[str], target: str, metrics: list[str], evaluation_split: str,
+                 out: str) -> str:
+    """Fixes the last stage: the configured teacher; with `best`, the teacher with the best AP
+    of its own on the proxy split (the paper; `metrics` are the teachers'); with `proxy`, the
+    teacher whose one-stage proxy chain gives the student the best proxy-split AP (ours:
+    `metrics` are those chains'), i.e. the teacher a student learns from best."""
+    if target == "proxy":
+        ap = {describe(p).chain[0]: float(_proxy_record(p, evaluation_split)["AP"])
+              for p in metrics if describe(p).chain and len(describe(p).chain) == 1}
+        key, reason = "student_proxy_ap", "best proxy-split AP of a student after one stage"
+    else:
+        ap = {describe(p).teacher: float(_proxy_record(p, evaluation_split)["AP"])
+              for p in metrics}
+        key, reason = "teacher_proxy_ap", "best proxy-split AP"
+    if target in ("best", "proxy"):
         missing = [t for t in pool if t not in ap]
         if missing:
-            raise BGSError(f"no proxy-split metrics for teachers {missing}")
-        chosen, reason = pick_target(ap, pool), "best proxy-split AP"
+            raise BGSError(f"no proxy-split metrics for teachers {missing} (bgs.target "
+                           f"{target}); re-run their evaluation")
+        chosen = pick_target(ap, pool)
     else:
         chosen, reason = target, "configured"
-    atomic_write_json(out, {"target": chosen, "reason": reason, "teacher_proxy_ap": ap})
+    atomic_write_json(out, {"target": chosen, "reason": reason, key: ap})
     return chosen
 
 

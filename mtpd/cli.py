@@ -45,6 +45,23 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _stage_of(text: str) -> tuple[int, int]:
+    """I/N: stage I of N."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 2/3)") from None
+    return i, n
+
+
+def _snapshot(text: str) -> tuple[int, str]:
+    """EPOCH:PATH."""
+    epoch, sep, path = text.partition(":")
+    if not sep or not epoch.isdigit() or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not EPOCH:PATH") from None
+    return int(epoch), path
+
+
 def _default(key: str, value: Any) -> Any:
     """A value given on the command line, else the pipeline schema's default for `key`."""
     if value is not None:
@@ -194,7 +211,9 @@ def cmd_train(a: argparse.Namespace) -> None:
           split=a.split, pretrained_backbone=a.pretrained_backbone, init_checkpoint=a.init,
           distill=a.distill, batch_size=a.batch_size, num_workers=a.num_workers,
           feature_loss_split=a.feature_loss_split, checkpoint_minutes=a.checkpoint_minutes,
-          input_size=a.input_size, precision=a.precision)
+          input_size=a.input_size, precision=a.precision,
+          continue_schedule=a.continue_schedule,
+          snapshots=dict(a.snapshot) if a.snapshot else None)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -283,6 +302,12 @@ def cmd_bench_report(a: argparse.Namespace) -> None:
         f"{k} {v:.2f}" for k, v in summary.items() if isinstance(v, float)))
 
 
+def cmd_bench_collect(a: argparse.Namespace) -> None:
+    from mtpd.bench import collect
+
+    print(f"copied {collect(a.experiment, a.out)} JSON records into {a.out}")
+
+
 def cmd_config(a: argparse.Namespace) -> None:
     import yaml
 
@@ -347,9 +372,11 @@ def _bgs_parsers(sub: argparse._SubParsersAction) -> None:
 
     bgs_target = step("target", "fix the last stage's teacher", cmd_bgs_target)
     bgs_target.add_argument("--pool", required=True, help="comma-separated teacher names")
-    bgs_target.add_argument("--target", required=True, help="a teacher name, or 'best'")
+    bgs_target.add_argument("--target", required=True,
+                            help="a teacher name, 'best' or 'proxy' (bgs.target)")
     bgs_target.add_argument("--metrics", nargs="*", default=[],
-                            help="teachers' proxy-split metrics")
+                            help="teachers' proxy-split metrics (best), or their one-stage "
+                                 "proxy chains' (proxy)")
     bgs_target.add_argument("--evaluation-split", required=True, help="never scored by BGS")
     bgs_round = step("round", "one round: prepend the best candidate or stop", cmd_bgs_round)
     bgs_round.add_argument("--round", type=int, required=True)
@@ -495,6 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                        help="fp16/bf16: mixed precision, autocast with fp32 weights (fp16 needs "
                             "CUDA); default: the schema's train.precision")
+    train.add_argument("--continue-schedule", type=_stage_of, metavar="I/N",
+                       help="train stage I of one LR schedule over N stages of --epochs each "
+                            "(distill.continued_orders)")
+    train.add_argument("--snapshot", type=_snapshot, action="append", metavar="EPOCH:PATH",
+                       help="also write the weights after EPOCH to PATH (teachers.*.snapshots)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="COCO AP of a checkpoint on a split")
@@ -583,6 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_report.add_argument("experiment",
                               help="the benchmark's experiment directory (results/bench)")
     bench_report.set_defaults(func=cmd_bench_report)
+    bench_collect = bench.add_parser(
+        "collect", help="copy an experiment's JSON records (no checkpoints) to commit them")
+    bench_collect.add_argument("experiment", help="the experiment directory (results/bench)")
+    bench_collect.add_argument("out", help="a results root to copy into (benchmarks/results)")
+    bench_collect.set_defaults(func=cmd_bench_collect)
 
     config = sub.add_parser("config", help="validate pipeline config files (merged as Snakemake "
                                            "merges several --configfile), without running anything")

@@ -5,10 +5,13 @@ import math
 import time
 from typing import Any
 
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from mtpd.checkpoint import save_model_checkpoint
 from mtpd.errors import TrainingError
+from mtpd.model_config import to_plain
 
 
 @HOOKS.register_module()
@@ -56,3 +59,28 @@ class FiniteLossHook(Hook):
                     f"{runner.epoch + 1}); nothing was saved from this iteration on, the last "
                     f"good checkpoint is in {runner.work_dir}. Lower the learning rate or the "
                     "loss weight, delete that directory, and run the job again")
+
+
+@HOOKS.register_module()
+class SnapshotHook(Hook):
+    """Writes the model's weights after given epochs (`paths`: epoch -> file), so a teacher's
+    intermediate weights become teachers of their own at no extra training (`teachers.*.
+    snapshots`). `info` is the checkpoint meta, completed with the epoch; the write is atomic,
+    and a resumed job rewrites a snapshot only when it trains that epoch again."""
+
+    priority = "LOW"  # after the LR scheduler and the FiniteLossHook
+
+    def __init__(self, paths: dict[int, str], info: dict[str, Any]):
+        self.paths = {int(k): str(v) for k, v in paths.items()}
+        self.info = to_plain(info)  # the config hands it over as a ConfigDict
+
+    def after_train_epoch(self, runner) -> None:
+        epoch = runner.epoch + 1  # MMEngine counts finished epochs after this hook
+        if epoch not in self.paths or not is_main_process():
+            return
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        mtpd = {**self.info["mtpd"], "stage_epochs": epoch, "total_epochs": epoch,
+                "snapshot_epoch": epoch,
+                "train_seconds": runner.message_hub.get_info("mtpd_train_seconds", 0.0)}
+        mtpd["total_train_seconds"] = mtpd["train_seconds"]
+        save_model_checkpoint(self.paths[epoch], model.state_dict(), {**self.info, "mtpd": mtpd})

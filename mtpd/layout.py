@@ -7,11 +7,14 @@ The rules, BGS and the tables all ask this module, so a path is spelled in one p
       data/<dataset>.log                              the log of the job that made it
       pretrained/<dataset>/<backbone>/spec.json, backbone.pth
       teachers/<dataset>/<teacher>/spec.json, model.pth, metrics_<split>.json
+      teachers/<dataset>/<teacher>/snapshot_e<k>.pth  its weights after epoch k (its snapshots)
+      teachers/<dataset>/<teacher>_e<k>/model.pth     that snapshot as a teacher of its own
       <experiment>/experiment.json                    the completed pipeline config
       <experiment>/cost.json                          each network's parameters, GFLOPs, latency
       <experiment>/preflight/<key>.json               its models checked, before any training
       <experiment>/seed<s>/baseline/e<E>/model.pth    the student alone, E epochs
       <experiment>/seed<s>/progressive/<t1>/<t2>/model.pth   stage 2 of the chain t1 -> t2
+      <experiment>/seed<s>/continued/<t1>/<t2>/model.pth     the same, one LR schedule continued
       <experiment>/seed<s>/proxy/<t1>/<t2>/model.pth         the same chain, BGS's proxy schedule
       <experiment>/seed<s>/direct/<teacher>/e<E>/model.pth   direct distillation, E epochs
       <experiment>/seed<s>/bgs/{target,round_<r>,exhaustive,result}.json
@@ -36,14 +39,22 @@ ROOT = "results"
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 CHAIN = rf"{NAME}(?:/{NAME})*"
 MODEL = "model.pth"  # a model's checkpoint, in the directory that says what the model is
-# The directory of a progressive stage, under any results root (its final stage is exported).
-PROGRESSIVE_DIR = rf".+/seed\d+/progressive/{CHAIN}"
+# How a chain's stages are trained, and the directory that says so: full stages that restart the
+# LR schedule (the paper), full stages that continue one schedule (ours), BGS's short proxy stages.
+SCHEDULES = ("progressive", "continued", "proxy")
+FULL_SCHEDULES = {"restart": "progressive", "continue": "continued"}  # distill.stage_schedule
+# The directory of a full stage, under any results root (a final stage is exported).
+PROGRESSIVE_DIR = rf".+/seed\d+/(?:progressive|continued)/{CHAIN}"
 # A student model's directory under its seed's (baseline, direct, progressive or proxy run).
-STUDENT_RUN = rf"baseline/e\d+|direct/{NAME}/e\d+|(?:progressive|proxy)/{CHAIN}"
-SCHEDULES = ("progressive", "proxy")  # full stages, and BGS's short proxy stages
+STUDENT_RUN = rf"baseline/e\d+|direct/{NAME}/e\d+|(?:{'|'.join(SCHEDULES)})/{CHAIN}"
 STUDENT_METHODS = ("baseline", "direct") + SCHEDULES
 
 Chain = tuple[str, ...]
+
+
+def snapshot_name(teacher: str, epoch: int | str) -> str:
+    """The teacher made of a trained teacher's weights after `epoch`: `<teacher>_e<epoch>`."""
+    return f"{teacher}_e{epoch}"
 
 
 def chain_dir(chain: tuple[str, ...] | list[str]) -> str:
@@ -140,6 +151,11 @@ class Layout:
     def teacher_model(self, teacher: str) -> str:
         return f"{self.teacher_dir(teacher)}/{MODEL}"
 
+    def teacher_snapshot(self, teacher: str, epoch: int | str) -> str:
+        """A trained teacher's weights after `epoch` of its schedule, written by its training
+        job; `snapshot_name` names the teacher made of it."""
+        return f"{self.teacher_dir(teacher)}/snapshot_e{epoch}.pth"
+
     # --- this experiment ---------------------------------------------------------------------
     def experiment_dir(self) -> str:
         return f"{self.root}/{self.experiment}"
@@ -166,7 +182,7 @@ class Layout:
         return f"{self.seed_dir(seed)}/baseline/e{epochs}/{MODEL}"
 
     def stage_model(self, seed: int | str, schedule: str, chain: str | tuple[str, ...]) -> str:
-        """Stage `len(chain)` of `chain`, on the full (`progressive`) or `proxy` schedule."""
+        """Stage `len(chain)` of `chain`, on one of the `SCHEDULES`."""
         chain = chain if isinstance(chain, str) else chain_dir(chain)
         return f"{self.seed_dir(seed)}/{schedule}/{chain}/{MODEL}"
 
@@ -201,7 +217,7 @@ class Layout:
 class ModelPath:
     """What a model's path (or its metrics file's path) says it is."""
 
-    method: str                       # teacher | baseline | direct | progressive | proxy
+    method: str                       # teacher | baseline | direct | one of SCHEDULES
     dataset: str | None = None        # teachers only (shared by dataset)
     experiment: str | None = None     # students only
     seed: int | None = None
@@ -214,7 +230,7 @@ _TEACHER = re.compile(rf"(?:^|/)teachers/(?P<dataset>{NAME})/(?P<teacher>{NAME})
 _STUDENT = re.compile(rf"(?:^|/)(?P<experiment>{NAME})/seed(?P<seed>\d+)/(?:"
                       rf"baseline/e(?P<b_epochs>\d+)|"
                       rf"direct/(?P<d_teacher>{NAME})/e(?P<d_epochs>\d+)|"
-                      rf"(?P<schedule>progressive|proxy)/(?P<chain>{CHAIN}))/[^/]+$")
+                      rf"(?P<schedule>{'|'.join(SCHEDULES)})/(?P<chain>{CHAIN}))/[^/]+$")
 
 
 def describe(path: str) -> ModelPath:

@@ -209,13 +209,54 @@ def set_epochs(cfg: Config, epochs: int) -> None:
             sch["milestones"] = sorted({max(1, int(round(m * scale))) for m in sch["milestones"]})
 
 
+# Iteration-based schedulers that only warm up: a continued stage after the first drops them.
+WARMUPS = ("LinearLR", "ConstantLR")
+
+
+def set_continued_schedule(cfg: Config, epochs: int, stage: int, stages: int) -> None:
+    """Makes the job stage `stage` (1-based) of one LR schedule over `stages` stages of `epochs`
+    each: the config's schedule is stretched to `stages * epochs`, and this job trains its epochs
+    from `(stage - 1) * epochs` on. So a chain warms up once and its LR decays once, where the
+    paper restarts both in every stage. Supports epoch-based MultiStepLR (the 1x and 2x
+    schedules) after any iteration-based warm-up; milestones already passed lower the LR."""
+    if not 1 <= stage <= stages:
+        raise ModelConfigError(f"continued schedule: stage {stage} of {stages} does not exist")
+    set_epochs(cfg, epochs * stages)
+    cfg.train_cfg["max_epochs"] = epochs
+    offset = (stage - 1) * epochs
+    schedulers = cfg.get("param_scheduler") or []
+    schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers)
+    kept, factor = [], 1.0
+    for sch in schedulers:
+        kind = str(sch.get("type", "")).split(".")[-1]
+        if not sch.get("by_epoch", True):
+            if kind not in WARMUPS:
+                raise ModelConfigError(f"continued schedule: the iteration-based {kind} cannot "
+                                       "be continued across stages; use distill.stage_schedule "
+                                       "restart, or an epoch-based MultiStepLR")
+            if stage == 1:
+                kept.append(sch)
+            continue
+        if kind != "MultiStepLR":
+            raise ModelConfigError(f"continued schedule: the epoch-based {kind} is not supported "
+                                   "(MultiStepLR is); use distill.stage_schedule restart")
+        milestones = list(sch.get("milestones", []))
+        factor *= sch.get("gamma", 0.1) ** sum(m <= offset for m in milestones)
+        sch["milestones"] = [m - offset for m in milestones if offset < m < offset + epochs]
+        sch["begin"], sch["end"] = 0, epochs
+        kept.append(sch)
+    cfg.param_scheduler = kept
+    cfg.optim_wrapper.optimizer["lr"] = cfg.optim_wrapper.optimizer["lr"] * factor
+
+
 def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
                      work_dir: str | Path | None = None, train_split: str | None = "train",
                      test_split: str | None = None, epochs: int | None = None,
                      seed: int | None = None, pretrained_backbone: str | None = None,
                      batch_size: int | None = None, num_workers: int | None = None,
                      input_size: tuple[int, int] | None = None,
-                     keep_num_classes: bool = False) -> Config:
+                     keep_num_classes: bool = False,
+                     continue_schedule: tuple[int, int] | None = None) -> Config:
     """The user's config, adapted to one mtpd job (see module docstring).
 
     None leaves the model config's own value (epochs, batch size, workers, input size); `seed`
@@ -233,7 +274,11 @@ def build_job_config(model_config: str | Path, manifest: DatasetManifest, *,
     if input_size is not None and set_input_size(cfg, input_size) == 0:
         raise ModelConfigError(f"{model_config}: found no Resize in its pipelines to set the "
                                f"input size {input_size[0]}x{input_size[1]}")
-    if epochs is not None:
+    if continue_schedule is not None:
+        if epochs is None:
+            raise ModelConfigError("a continued schedule needs the stage's epochs")
+        set_continued_schedule(cfg, epochs, *continue_schedule)
+    elif epochs is not None:
         set_epochs(cfg, epochs)
     if cfg.get("train_dataloader") and not (cfg.get("auto_scale_lr") or {}).get(
             "base_batch_size"):

@@ -23,6 +23,7 @@ import yaml
 
 from mtpd.bgs import proxy_split_problem
 from mtpd.errors import PipelineConfigError
+from mtpd.layout import Layout, snapshot_name
 
 # In the package, so an installed (non-editable) mtpd has its defaults; workflow/schemas/
 # links here (the Snakemake template's place).
@@ -30,6 +31,8 @@ SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 # The keys of the `distill` block that set up one distillation stage (`mtpd train --distill`);
 # the others (orders, direct, direct_epochs) say which stages the DAG runs.
+# bgs.target values that are rules rather than a teacher's name (`mtpd.bgs_steps.write_target`).
+TARGET_RULES = ("best", "proxy")
 DISTILL_STAGE_SETTINGS = ("loss", "teacher_scale", "levels", "min_positions", "adapter_norm",
                           "inherit_neck_head")
 
@@ -112,6 +115,34 @@ def schema_problems(config: dict[str, Any]) -> list[str]:
     return [_describe(e) for e in errors]
 
 
+def snapshot_problems(c: dict[str, Any]) -> list[str]:
+    """Adds a teacher for each snapshot of a trained teacher (`teachers.*.snapshots`), in place,
+    and returns what is wrong with them. A snapshot teacher is a checkpoint teacher whose source
+    is the file its parent's training job writes (`Layout.teacher_snapshot`)."""
+    teachers, problems = c["teachers"], []
+    layout = Layout(c["experiment"], c["dataset"]["name"])
+    for parent, t in list(teachers.items()):
+        for epoch in t["snapshots"]:
+            name = snapshot_name(parent, epoch)
+            if teachers.get(name, {}).get("snapshot_of") == parent:
+                continue  # a completed config, completed again (experiment.json)
+            if "epochs" not in t or epoch >= t["epochs"]:
+                problems.append(f"teachers.{parent}.snapshots: epoch {epoch} is not before the "
+                                f"end of its training (epochs: {t.get('epochs', 'none')}); "
+                                "snapshots are epochs of a teacher trained here")
+            elif name in teachers:
+                problems.append(f"teachers.{name}: the name of the epoch-{epoch} snapshot of "
+                                f"teachers.{parent}; rename that teacher")
+            else:
+                teachers[name] = {
+                    "config": t["config"], "backbone": t["backbone"], "seed": t["seed"],
+                    "classes": t["classes"], "snapshots": [], "snapshot_of": parent,
+                    "checkpoint": {"source": layout.teacher_snapshot(parent, epoch),
+                                   "sha256": None, "allow_http": False, "box_ap": None,
+                                   "mask_ap": None}}
+    return problems
+
+
 def cross_problems(c: dict[str, Any]) -> list[str]:
     """What the schema cannot express; `c` has passed the schema and holds its defaults."""
     problems = []
@@ -130,18 +161,19 @@ def cross_problems(c: dict[str, Any]) -> list[str]:
             problems.append(f"teachers.{name}: give either 'epochs' (train it here) or "
                             "'checkpoint' (use a trained one), not both or neither")
     distill, bgs = c["distill"], c["bgs"]
-    for i, order in enumerate(distill["orders"]):
-        problems += [f"distill.orders[{i}]: unknown teacher '{t}' {known}"
-                     for t in order if t not in teachers]
-        if len(set(order)) != len(order):
-            problems.append(f"distill.orders[{i}]: a teacher appears twice in {order}")
+    for key in ("orders", "continued_orders"):
+        for i, order in enumerate(distill[key]):
+            problems += [f"distill.{key}[{i}]: unknown teacher '{t}' {known}"
+                         for t in order if t not in teachers]
+            if len(set(order)) != len(order):
+                problems.append(f"distill.{key}[{i}]: a teacher appears twice in {order}")
     problems += [f"distill.direct: unknown teacher '{t}' {known}"
                  for t in distill["direct"] or [] if t not in teachers]
     problems += [f"bgs.pool: unknown teacher '{t}' {known}"
                  for t in bgs["pool"] or [] if t not in teachers]
-    if bgs["target"] != "best" and bgs["target"] not in teachers:
-        problems.append(f"bgs.target: '{bgs['target']}' is neither 'best' nor a teacher "
-                        f"({', '.join(teachers)})")
+    if bgs["target"] not in TARGET_RULES and bgs["target"] not in teachers:
+        problems.append(f"bgs.target: '{bgs['target']}' is neither one of "
+                        f"{', '.join(TARGET_RULES)} nor a teacher ({', '.join(teachers)})")
     eval_split = c["evaluation"]["split"]
     if bgs["enabled"]:
         problem = proxy_split_problem(bgs["proxy_split"], eval_split)
@@ -204,7 +236,8 @@ def distill_settings(c: dict[str, Any], teacher: str, checkpoint: str) -> dict[s
 def distilled_teachers(c: dict[str, Any]) -> list[str]:
     """The teachers some stage distils from: fixed orders, direct distillation, BGS's pool."""
     d, bgs = c["distill"], c["bgs"]
-    used = [t for order in d["orders"] for t in order] + list(d["direct"] or [])
+    used = [t for order in d["orders"] + d["continued_orders"] for t in order]
+    used += list(d["direct"] or [])
     used += list(bgs["pool"] or []) if bgs["enabled"] else []
     return [t for t in c["teachers"] if t in used]
 
@@ -218,6 +251,12 @@ def resolve_derived(c: dict[str, Any]) -> None:
         bgs["proxy_epochs"] = max(1, c["student"]["epochs"] // 4)
     if distill["direct"] is None:
         distill["direct"] = list(bgs["pool"]) if bgs["enabled"] else []
+    if distill["continued_stages"] is None:  # the longest chain that continues its schedule
+        lengths = [len(o) for o in distill["continued_orders"]]
+        if distill["stage_schedule"] == "continue":  # MTPD's chain, and BGS's proxy chains
+            lengths += [bgs["max_stages"]] if bgs["enabled"] else [len(o) for o in
+                                                                    distill["orders"]]
+        distill["continued_stages"] = max(lengths, default=1)
     stream = c["streaming"]["dataset"]
     if stream["name"] is None:
         stream["name"] = f"{c['dataset']['name']}-{stream['kind']}"
@@ -229,7 +268,7 @@ def complete(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     Raises PipelineConfigError listing every problem, each with its key, and `source`.
     """
     c = fill_defaults(copy.deepcopy(config))
-    problems = schema_problems(c) or cross_problems(c)
+    problems = schema_problems(c) or snapshot_problems(c) or cross_problems(c)
     if problems:
         raise PipelineConfigError(f"invalid pipeline config {source}:\n  - "
                                   + "\n  - ".join(problems))

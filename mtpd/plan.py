@@ -20,6 +20,7 @@ from mtpd.cost import STUDENT as STUDENT_MEMBER
 from mtpd.cost import Network, network_for, plan_networks, teacher_member
 from mtpd.data.carve import carve_settings
 from mtpd.layout import (
+    FULL_SCHEDULES,
     Chain,
     Layout,
     describe,
@@ -73,9 +74,12 @@ class Plan:
         self.seeds: list[int] = config["train"]["seeds"]
         self.eval_split: str = config["evaluation"]["split"]
         self.stage_epochs: int = self.student["epochs"]
+        # Fetched: a checkpoint from elsewhere, or a snapshot of a teacher trained here.
         self.fetched = [t for t, v in self.teachers.items() if "checkpoint" in v]
         self.trained = [t for t in self.teachers if t not in self.fetched]
         self.carves_proxy = pipeline_config.carves_proxy(config)
+        # The directory of MTPD's chain: its stages restart the schedule, or continue one.
+        self.mtpd_schedule = FULL_SCHEDULES[self.distill["stage_schedule"]]
         # One trained checkpoint per network is timed: the student's is its 1x run, first seed.
         self.networks: list[Network] = plan_networks(
             self.student, self.layout.baseline_model(self.seeds[0], self.stage_epochs),
@@ -132,6 +136,16 @@ class Plan:
             return {"config": t["config"], "source": t["checkpoint"]["source"],
                     "sha256": t["checkpoint"]["sha256"]}
         return {k: t[k] for k in ("config", "epochs", "seed", "backbone")}
+
+    def fetch_inputs(self, teacher: str) -> list[str]:
+        """A snapshot teacher waits for its parent's training, which writes it."""
+        parent = self.teachers[teacher].get("snapshot_of")
+        return [self.layout.teacher_model(parent)] if parent else []
+
+    def snapshot_flags(self, teacher: str) -> str:
+        """`--snapshot EPOCH:PATH` for each kept epoch of a trained teacher."""
+        return " ".join(f"--snapshot {e}:{shlex.quote(self.layout.teacher_snapshot(teacher, e))}"
+                        for e in self.teachers[teacher]["snapshots"])
 
     def definition_checks(self) -> list[tuple[str, dict[str, Any], str]]:
         """(recorded definition, the definition now, what it is) of every shared target, for
@@ -229,9 +243,10 @@ class Plan:
         w, minutes = wildcards, self.config["compute"]["checkpoint_minutes"]
         if run == "teacher":
             t = self.teachers[w["teacher"]]
+            options = " ".join(o for o in (self.train_options(student=False),
+                                           self.snapshot_flags(w["teacher"])) if o)
             return {"config": t["config"], "epochs": t["epochs"], "seed": t["seed"],
-                    "distill": "", "options": self.train_options(student=False),
-                    "checkpoint_minutes": minutes}
+                    "distill": "", "options": options, "checkpoint_minutes": minutes}
         job = {"config": self.student["config"], "epochs": w.get("epochs"), "seed": w["seed"],
                "distill": "", "options": self.train_options(student=True),
                "checkpoint_minutes": minutes}
@@ -240,7 +255,7 @@ class Plan:
         elif run == "stage":
             job.update(epochs=self.stage_epochs_of(w["schedule"]),
                        distill=self.distill_flag(self.stage_teacher(w["chain"])),
-                       options=self.stage_options(w["schedule"]))
+                       options=self.stage_options(w["schedule"], w["chain"]))
         elif run != "baseline":
             raise ValueError(f"no training run {run!r}")
         return job
@@ -260,12 +275,22 @@ class Plan:
         return {"init": self.layout.stage_model(seed, schedule, tuple(stages[:-1]))}
 
     def stage_epochs_of(self, schedule: str) -> int:
-        return self.stage_epochs if schedule == "progressive" else self.bgs["proxy_epochs"]
+        return self.bgs["proxy_epochs"] if schedule == "proxy" else self.stage_epochs
 
-    def stage_options(self, schedule: str) -> str:
-        """Proxy stages also record their distillation loss on the proxy split (feature proxy),
-        and train on what is left of the training data once the proxy split is carved out."""
+    def continues(self, schedule: str) -> bool:
+        """Whether a schedule's stages continue one LR schedule: `continued` chains, and BGS's
+        proxy chains when MTPD's chain continues (the proxy mimics the chain it chooses)."""
+        return schedule == "continued" or (schedule == "proxy"
+                                           and self.mtpd_schedule == "continued")
+
+    def stage_options(self, schedule: str, chain: str) -> str:
+        """A continued stage trains its part of the chain's one schedule. Proxy stages also
+        record their distillation loss on the proxy split (feature proxy), and train on what is
+        left of the training data once the proxy split is carved out."""
         options = self.train_options(student=True)
+        if self.continues(schedule):
+            stage = len(chain.split("/"))
+            options += f" --continue-schedule {stage}/{self.distill['continued_stages']}"
         if schedule == "proxy":
             options += f" --feature-loss-split {self.bgs['proxy_split']}"
             if self.carves_proxy and self.bgs["proxy_split"] == "proxy":
@@ -289,8 +314,11 @@ class Plan:
         return metrics_path(self.layout.stage_model(seed, "proxy", tuple(chain)),
                             self.bgs["proxy_split"])
 
-    def bgs_target_metrics(self) -> list[str]:
-        """What picking the target reads: each pool teacher's proxy AP (`target: best`)."""
+    def bgs_target_metrics(self, seed: int | str) -> list[str]:
+        """What picking the target reads: each pool teacher's proxy AP (`target: best`), or
+        the proxy metrics of each pool teacher's one-stage chain (`target: proxy`)."""
+        if self.bgs["target"] == "proxy":
+            return [self.proxy_metrics(seed, (t,)) for t in self.bgs["pool"]]
         if self.bgs["target"] != "best":
             return []
         return [metrics_path(self.layout.teacher_model(t), self.bgs["proxy_split"])
@@ -320,6 +348,15 @@ class Plan:
         """Fixed teacher orders from the config (first stage first)."""
         return [tuple(o) for o in self.distill["orders"]]
 
+    def full_chains(self, mtpd_order: Chain | None) -> list[tuple[str, Chain]]:
+        """(schedule, chain) of every chain trained in full: the fixed orders (restarted, the
+        paper), the continued orders, and MTPD's chain in its schedule."""
+        chains = [("progressive", o) for o in self.fixed_orders()]
+        chains += [("continued", tuple(o)) for o in self.distill["continued_orders"]]
+        if mtpd_order:
+            chains.append((self.mtpd_schedule, mtpd_order))
+        return list(dict.fromkeys(chains))
+
     def mtpd_order(self, seed: int, chosen: ChosenOrder | None) -> Chain | None:
         """The order of the final MTPD run: BGS's choice (`chosen`, None while unknown), else
         the first fixed order."""
@@ -332,16 +369,16 @@ class Plan:
         student alone for 1x and each order's total epochs, and direct distillation with the
         MTPD order's total epochs or distill.direct_epochs (left out while the MTPD order is
         unknown, before BGS has run)."""
-        orders = list(dict.fromkeys(self.fixed_orders() + ([mtpd_order] if mtpd_order else [])))
-        if not orders:
+        chains = self.full_chains(mtpd_order)
+        if not chains:
             return []
         e = self.stage_epochs
         budgets = self.distill["direct_epochs"] or ([e * len(mtpd_order)] if mtpd_order else [])
-        totals = {e} | {e * len(o) for o in orders} | set(budgets)
+        totals = {e} | {e * len(o) for _, o in chains} | set(budgets)
         layout = self.layout
         models = [layout.baseline_model(seed, t) for t in sorted(totals)]
-        for order in orders:
-            models += [layout.stage_model(seed, "progressive", p) for p in stage_prefixes(order)]
+        for schedule, order in chains:
+            models += [layout.stage_model(seed, schedule, p) for p in stage_prefixes(order)]
         if mtpd_order:
             models += [layout.direct_model(seed, t, b) for b in budgets
                        for t in self.distill["direct"]]
@@ -356,7 +393,7 @@ class Plan:
         if "baseline" in self.stream["models"]:
             models.append(self.layout.baseline_model(seed, self.stage_epochs))
         if "mtpd" in self.stream["models"] and mtpd_order:
-            models.append(self.layout.stage_model(seed, "progressive", mtpd_order))
+            models.append(self.layout.stage_model(seed, self.mtpd_schedule, mtpd_order))
         return models
 
     def stream_record(self, model: str, scale: float | str) -> str:
@@ -376,7 +413,7 @@ class Plan:
         """The final MTPD student of each seed in ONNX (evaluation.export)."""
         if not self.config["evaluation"]["export"]:
             return []
-        return [onnx_path(self.layout.stage_model(s, "progressive", o))
+        return [onnx_path(self.layout.stage_model(s, self.mtpd_schedule, o))
                 for s, o in mtpd_orders.items() if o]
 
     def outputs(self, chosen: ChosenOrder | None) -> dict[str, list[str]]:
@@ -390,6 +427,13 @@ class Plan:
                    for t in self.teachers]
         metrics += [self.layout.cost_file()]
         metrics += [metrics_path(m, self.eval_split) for m in students]
+        if self.bgs["enabled"] and self.bgs["exhaustive"]:
+            # The proxy split also scores the pool's teachers and every chain trained in full
+            # (mtpd.bench): to check BGS's proxy, and to choose between variants off val.
+            metrics += [metrics_path(self.layout.teacher_model(t), self.bgs["proxy_split"])
+                        for t in self.bgs["pool"]]
+            metrics += [metrics_path(m, self.bgs["proxy_split"]) for m in students
+                        if describe(m).chain]
         metrics += [r for s in self.seeds for r in self.stream_records(s, orders[s])]
         bgs = [self.layout.bgs_file(s, "result") for s in self.seeds] if self.bgs["enabled"] else []
         return {"metrics": list(dict.fromkeys(metrics)), "bgs": bgs,

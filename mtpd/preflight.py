@@ -337,8 +337,9 @@ def check_experiment(config: dict[str, Any], dataset: str | Path, out: str | Pat
         if m.role in ("student", "teacher"):
             entry["weights"] = _weights(m, jobs[m.key], problems)
         if m.role == "fetched":
-            entry["sha256"] = config["teachers"][m.key.split(".", 1)[1]]["checkpoint"]["sha256"]
-            if not entry["sha256"]:
+            teacher = config["teachers"][m.key.split(".", 1)[1]]
+            entry["sha256"] = teacher["checkpoint"]["sha256"]
+            if not entry["sha256"] and not teacher.get("snapshot_of"):  # snapshots: made here
                 problems.append(
                     f"{m.label}: {m.key}.checkpoint.sha256 is not given, so the download "
                     "cannot be verified; add the file's sha256 (`sha256sum FILE`) or the 8+ "

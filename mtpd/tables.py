@@ -26,11 +26,12 @@ import pandas as pd
 
 from mtpd.errors import ResultsError
 from mtpd.io import atomic_write_text, atomic_write_with, read_json_file
-from mtpd.layout import ROOT, Layout, describe, metrics_path, stream_path
+from mtpd.layout import FULL_SCHEDULES, ROOT, Layout, describe, metrics_path, stream_path
 
 STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "mask_AP"]
 METHODS = {"teacher": "teacher", "baseline": "student alone", "direct": "direct",
-           "progressive": "progressive", "mtpd": "MTPD (BGS)"}
+           "progressive": "progressive", "continued": "progressive, continued LR (ours)",
+           "mtpd": "MTPD (BGS)"}
 METHOD_RANK = {label: i for i, label in enumerate(METHODS.values())}
 COST_COLUMNS = ["params_M", "GFLOPs", "latency_ms", "latency_p90_ms"]
 
@@ -62,6 +63,7 @@ def runs(exp_dir: Path) -> pd.DataFrame:
         seed_dir = Path(layout.seed_dir(seed))
         bgs_file = Path(layout.bgs_file(seed, "result"))
         bgs_order = tuple(read_json(bgs_file)["order"]) if bgs_file.is_file() else None
+        mtpd_schedule = FULL_SCHEDULES[config["distill"].get("stage_schedule", "restart")]
         for path in sorted(seed_dir.glob(f"*/**/metrics_{split}.json")):
             where = describe(str(path))
             if where.method == "proxy":
@@ -70,7 +72,7 @@ def runs(exp_dir: Path) -> pd.DataFrame:
             row = {**read_json(path), "model": student, "method": METHODS[where.method],
                    "teachers": teachers, "seed": seed, "chain": where.chain}
             rows.append(row)
-            if where.chain is not None and where.chain == bgs_order:
+            if where.method == mtpd_schedule and where.chain == bgs_order:
                 rows.append({**row, "method": METHODS["mtpd"]})
     df = pd.DataFrame(rows)
     for col in STATS + ["total_epochs", "total_train_seconds"]:
@@ -147,6 +149,40 @@ def cost_table(record: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def verdict(main: pd.DataFrame, df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Which recipe won: the best student of the main table marked (`best`), and MTPD's paired
+    difference to the best direct run at its own total epochs beside its row (`vs_best_direct`,
+    mean +- sd over seeds of the per-seed difference), with a line that says both."""
+    main = main.assign(best="", vs_best_direct="")
+    students = main[main["method"] != METHODS["teacher"]]
+    if students.empty or students["AP"].isna().all():
+        return main, ""
+    best = students["AP"].idxmax()
+    main.loc[best, "best"] = "best"
+    line = (f"Best student: {main.loc[best, 'method']} {main.loc[best, 'teachers']} at "
+            f"{main.loc[best, 'epochs']:g} epochs, AP {main.loc[best, 'AP']:.2f}.")
+    mtpd = df[df["method"] == METHODS["mtpd"]]
+    if mtpd.empty:
+        return main, line
+    epochs = mtpd["epochs"].mode().iloc[0]  # BGS may stop at another length in some seed
+    direct = main[(main["method"] == METHODS["direct"]) & (main["epochs"] == epochs)]
+    if direct.empty:
+        return main, line
+    teacher = direct.loc[direct["AP"].idxmax(), "teachers"]
+    runs_ = df[(df["method"] == METHODS["direct"]) & (df["teachers"] == teacher)
+               & (df["epochs"] == epochs)].set_index("seed")["AP"]
+    mine = mtpd[mtpd["epochs"] == epochs].set_index("seed")["AP"]
+    diffs = (mine - runs_).dropna()
+    if diffs.empty:
+        return main, line
+    sd = f" +- {diffs.std(ddof=1):.2f}" if len(diffs) > 1 else ""
+    text = f"{diffs.mean():+.2f}{sd} ({teacher}, {len(diffs)} seeds)"
+    rows = (main["method"] == METHODS["mtpd"]) & (main["epochs"] == epochs)
+    main.loc[rows, "vs_best_direct"] = text
+    return main, (f"{line} MTPD minus the best direct run at {epochs:g} epochs, paired by seed: "
+                  f"{text}.")
+
+
 def cost_summary(main: pd.DataFrame, record: dict[str, Any]) -> str:
     """What the MTPD student saves against its target teacher (the last of its order), e.g.
     "MTPD student: 0.42x the parameters ... of the target teacher at -1.3 AP"."""
@@ -173,7 +209,7 @@ def export_notes(exp_dir: Path, seeds: list[int]) -> list[str]:
     layout, _ = experiment_layout(exp_dir)
     notes = []
     for seed in seeds:
-        for path in sorted(Path(layout.seed_dir(seed)).glob("progressive/**/model.onnx.json")):
+        for path in sorted(Path(layout.seed_dir(seed)).glob("*/**/model.onnx.json")):
             rec = read_json(path)
             p = rec["parity"]
             notes.append(f"ONNX export ({path.relative_to(exp_dir)}): box AP {p['AP_onnx']} "
@@ -416,9 +452,9 @@ def write_experiment_tables(exp_dir: str | Path) -> pd.DataFrame:
         raise ResultsError(f"{cost_file} is missing (each network's parameters, GFLOPs and "
                          "latency); run the pipeline's measure_cost job first")
     cost = read_json(cost_file)
-    main = add_cost_columns(main_table(df), cost)
+    main, won = verdict(add_cost_columns(main_table(df), cost), df)
     title = f"{config['experiment']}: teachers, the student alone, direct and progressive"
-    notes = [cost_summary(main, cost)] + export_notes(exp_dir, config["train"]["seeds"])
+    notes = [cost_summary(main, cost), won] + export_notes(exp_dir, config["train"]["seeds"])
     write_table(main, tables, "main", title, "\n\n".join(notes))
     write_table(cost_table(cost), tables, "cost",
                 f"{config['experiment']}: what each network costs to run (mtpd/cost.py)")

@@ -34,7 +34,9 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
           batch_size: int | None = None, num_workers: int | None = None,
           feature_loss_split: str | None = None,
           checkpoint_minutes: float | None = None,
-          input_size: tuple[int, int] | None = None, precision: str | None = None) -> Path:
+          input_size: tuple[int, int] | None = None, precision: str | None = None,
+          continue_schedule: tuple[int, int] | None = None,
+          snapshots: dict[int, str] | None = None) -> Path:
     """Trains and writes a model checkpoint at `out`; returns `out`.
 
     `epochs` None keeps the model config's own. `distill` (optional) makes this a distillation
@@ -47,7 +49,10 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
     the exported checkpoint is fp32 either way. Run as N
     processes (`mtpd.distributed`), the LR is scaled linearly from the config's base batch to
     the total batch, and the first process writes the same student-only checkpoint as a single
-    process would.
+    process would. `continue_schedule` (i, n) trains this stage as the i-th `epochs`-long part of
+    one schedule over n such parts (`mtpd.model_config.set_continued_schedule`). `snapshots` maps an
+    epoch to a path where the model's weights after that epoch are written (a teacher's
+    intermediate weights, `teachers.*.snapshots`).
     """
     from mmengine.runner import Runner
 
@@ -60,7 +65,7 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
     cfg = build_job_config(model_config, manifest, work_dir=work_dir, train_split=split,
                            epochs=epochs, seed=seed, pretrained_backbone=pretrained_backbone,
                            batch_size=batch_size, num_workers=num_workers,
-                           input_size=input_size)
+                           input_size=input_size, continue_schedule=continue_schedule)
     # Fail early, naming the file, if the previous stage's checkpoint is bad.
     init_meta = (load_checkpoint_file(init_checkpoint).get("meta", {}).get("mtpd", {})
                  if init_checkpoint else {})
@@ -81,6 +86,11 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
 
         checkpoint_minutes = default("compute.checkpoint_minutes")
     configure_training(cfg, checkpoint_minutes)
+    if snapshots:
+        cfg.custom_hooks.append(dict(type="SnapshotHook", paths=dict(snapshots), info=dict(
+            mtpd={"config": str(model_config), "dataset": str(dataset), "split": split,
+                  "seed": seed},
+            dataset_meta={"classes": list(manifest.classes)}, config_text=config_text)))
     precision = configure_precision(cfg, precision)
     distributed.configure_runner(cfg)
 
@@ -108,6 +118,7 @@ def train(model_config: str, dataset: str | Path, out: str | Path, *, epochs: in
             "lr": runner.optim_wrapper.param_groups[0].get(
                 "initial_lr", runner.optim_wrapper.param_groups[0]["lr"]),
             "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
+            "continue_schedule": list(continue_schedule) if continue_schedule else None,
             "distill": to_plain(distill) if distill else None,
             "train_seconds": seconds,
             "total_train_seconds": seconds + init_meta.get("total_train_seconds", 0.0),

@@ -1,97 +1,124 @@
-"""The benchmark report's arithmetic on a results tree with planted metrics: mean and sd over
-seeds, MTPD against the best direct run, and BGS's rank for both readings (one replayed)."""
+"""The benchmark report's arithmetic on a results tree with planted metrics: the precondition,
+paired differences to the best direct run, continued against restarted chains, the target
+rules, BGS's rank with each proxy replayed, and Kendall's tau of each proxy against val."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
-from mtpd.bench import report
+from mtpd.bench import collect, kendall_tau, report
 from mtpd.layout import Layout, metrics_path
 from mtpd.pipeline_config import complete
 
-AP = {  # seed -> model -> val AP
-    0: {("t1",): 10, ("t2",): 11, ("t1", "t2"): 15, ("t2", "t1"): 13,
-        ("direct", "t1", 2): 9, ("direct", "t2", 2): 10.5,
-        ("direct", "t1", 4): 12, ("direct", "t2", 4): 14,
-        ("alone", 2): 8, ("alone", 4): 11, ("alone", 6): 12.5},
-    1: {("t1",): 9, ("t2",): 12, ("t1", "t2"): 14, ("t2", "t1"): 14.5,
-        ("direct", "t1", 2): 9.5, ("direct", "t2", 2): 11,
-        ("direct", "t1", 4): 12.5, ("direct", "t2", 4): 13,
-        ("alone", 2): 8.5, ("alone", 4): 12, ("alone", 6): 13.5},
-}
-# BGS ran with the equal-budget control; its proxy scores (target t2):
-PROXY = {0: {"target": 5.0, "t1": 7.0, "control": 8.0},   # control bar 8 > 7: stop at [t2]
-         1: {"target": 6.0, "t1": 9.0, "control": 8.0}}   # 9 > 8: prepend t1
+SEEDS = (0, 1, 2)
+# val AP of each run in seed 0; seeds 1 and 2 add 0.5 and 1.0 to every student run, and the
+# continued chain gains one more 0.1 per seed (so paired differences have a spread)
+VAL = {("alone", 2): 8.0, ("alone", 4): 11.0,
+       ("direct", "t1"): 13.0, ("direct", "t2"): 12.0,       # the final teacher t2 transfers worse
+       ("t1",): 10.0, ("t2",): 9.0, ("t1", "t2"): 14.0, ("t2", "t1"): 12.5,
+       ("continued", "t1", "t2"): 14.4}
+# BGS's proxy chains (2-epoch proxy schedule): box AP agrees with val on every pair but one
+PROXY_AP = {("t1",): 3.0, ("t2",): 2.0, ("t1", "t2"): 5.0}
+FEATURE = {("t2",): -0.9, ("t1", "t2"): -0.5}                 # neg loss to t2: agrees
 
 
-def _write(path: str, record: dict) -> None:
+def _write(path: str, split: str, record: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps({"split": "val", **record}))
+    Path(path).write_text(json.dumps({"split": split, **record}))
 
 
 @pytest.fixture()
 def bench_tree(tmp_path) -> Path:
     config = complete({
-        "experiment": "b", "dataset": {"kind": "shapes", "name": "d"},
-        "student": {"name": "s", "config": "s.py", "epochs": 2},
-        # teachers train longer (6 epochs) than the longest chain (4), as zoo teachers do
+        "experiment": "b", "dataset": {"kind": "shapes", "name": "d",
+                                       "shapes": {"num_train": 80}},
+        "student": {"name": "s", "config": "mtpd::shapes/retinanet_r18w8_shapes.py",
+                    "epochs": 2},
         "teachers": {"t1": {"config": "a.py", "epochs": 6}, "t2": {"config": "b.py", "epochs": 6}},
-        "distill": {"orders": [["t1", "t2"], ["t2", "t1"]], "direct_epochs": [2, 4]},
-        "bgs": {"target": "t2", "max_stages": 2, "control": "repeat_first", "exhaustive": True},
-        "train": {"seeds": [0, 1]}})
+        "distill": {"orders": [["t1", "t2"], ["t2", "t1"]], "continued_orders": [["t1", "t2"]],
+                    "direct_epochs": [4]},
+        "bgs": {"target": "proxy", "max_stages": 2, "exhaustive": True},
+        "train": {"seeds": list(SEEDS)}})
     layout = Layout("b", "d", root=str(tmp_path))
     Path(layout.experiment_file()).parent.mkdir(parents=True)
     Path(layout.experiment_file()).write_text(json.dumps(config))
-    for t, ap in (("t1", 20.0), ("t2", 22.0)):
-        _write(metrics_path(layout.teacher_model(t), "val"), {"AP": ap, "total_epochs": 6})
-    for seed, models in AP.items():
-        for key, ap in models.items():
-            if key[0] == "direct":
-                path = layout.direct_model(seed, key[1], key[2])
-                epochs = key[2]
-            elif key[0] == "alone":
+    for t, ap, proxy in (("t1", 20.0, 19.0), ("t2", 30.0, 29.0)):
+        _write(metrics_path(layout.teacher_model(t), "val"), "val", {"AP": ap, "total_epochs": 6})
+        _write(metrics_path(layout.teacher_model(t), "proxy"), "proxy", {"AP": proxy})
+    for seed in SEEDS:
+        shift = 0.5 * seed
+        for key, ap in VAL.items():
+            if key[0] == "alone":
                 path, epochs = layout.baseline_model(seed, key[1]), key[1]
+            elif key[0] == "direct":
+                path, epochs = layout.direct_model(seed, key[1], 4), 4
+            elif key[0] == "continued":
+                path, epochs = layout.stage_model(seed, "continued", key[1:]), 4
+                ap += 0.1 * seed
+                _write(metrics_path(path, "proxy"), "proxy", {"AP": ap - 5})
             else:
                 path, epochs = layout.stage_model(seed, "progressive", key), 2 * len(key)
-            _write(metrics_path(path, "val"), {"AP": ap, "total_epochs": epochs})
-        p = PROXY[seed]
-        chosen = "t1" if p["t1"] > p["control"] else None
-        rounds = [{"round": 1, "order": ["t2"], "order_score": p["target"],
-                   "candidates": {"t1": p["t1"]}, "chosen": chosen,
-                   "new_order": ["t1", "t2"] if chosen else ["t2"], "stop": not chosen,
-                   "reason": "", "bar": p["control"], "control_score": p["control"]}]
-        if chosen:
-            rounds.append({"round": 2, "order": ["t1", "t2"], "order_score": p["t1"],
-                           "candidates": {}, "chosen": None, "new_order": ["t1", "t2"],
-                           "stop": True, "reason": "max_stages"})
-        exhaustive = {"scores": [{"chain": ["t2"], "score": p["target"]},
-                                 {"chain": ["t1", "t2"], "score": p["t1"]}]}
+                # the full schedule on the proxy split ranks exactly as val does
+                _write(metrics_path(path, "proxy"), "proxy", {"AP": ap - 5})
+            _write(metrics_path(path, "val"), "val", {"AP": ap + shift, "total_epochs": epochs})
+        for chain, ap in PROXY_AP.items():
+            rec = {"AP": ap}
+            if chain in FEATURE:
+                rec["neg_feature_loss"] = FEATURE[chain]
+            _write(metrics_path(layout.stage_model(seed, "proxy", chain), "proxy"), "proxy", rec)
+        rounds = [{"round": 1, "order": ["t2"], "order_score": 2.0, "candidates": {"t1": 5.0},
+                   "chosen": "t1", "new_order": ["t1", "t2"], "stop": False, "reason": ""},
+                  {"round": 2, "order": ["t1", "t2"], "order_score": 5.0, "candidates": {},
+                   "chosen": None, "new_order": ["t1", "t2"], "stop": True, "reason": ""}]
         Path(layout.bgs_file(seed, "result")).parent.mkdir(parents=True, exist_ok=True)
         Path(layout.bgs_file(seed, "result")).write_text(json.dumps(
-            {"order": rounds[-1]["new_order"], "rounds": rounds, "exhaustive": exhaustive}))
+            {"order": ["t1", "t2"], "rounds": rounds}))
     return Path(layout.experiment_dir())
+
+
+def test_kendall_tau_counts_pairs_within_each_seed_only():
+    same, reversed_ = ([1, 2, 3], [10, 20, 30]), ([1, 2, 3], [30, 20, 10])
+    assert kendall_tau([same]) == (1.0, 3)
+    assert kendall_tau([reversed_]) == (-1.0, 3)
+    assert kendall_tau([same, reversed_]) == (0.0, 6)
+    tau, pairs = kendall_tau([([1, 1, 2], [1, 2, 3])])  # a tie in x: tau-b below 1
+    assert pairs == 3 and tau == pytest.approx(2 / math.sqrt(2 * 3))
+    assert math.isnan(kendall_tau([([1], [2])])[0])
 
 
 def test_report_figures(bench_tree):
     s = report(bench_tree)
-    # MTPD (BGS with control): seed 0 keeps [t2] (AP 11, 2 epochs: best direct there 10.5),
-    # seed 1 takes [t1, t2] (AP 14, 4 epochs: best direct 13) -> differences 0.5 and 1.0
-    assert s["mtpd_AP_mean"] == pytest.approx(12.5)
-    assert s["mtpd_minus_best_direct_mean"] == pytest.approx(0.75)
-    assert s["mtpd_minus_best_direct_in_paired_sd"] == pytest.approx(0.75 / (0.5 / 2 ** 0.5))
-    # best full order t1 -> t2 (14.5) vs best direct at 4 epochs, t2 (13.5), both sd 0.707
-    assert s["best_order"] == "t1 -> t2" and s["best_direct"] == "t2 (4 epochs)"
-    assert s["best_order_minus_best_direct_in_pooled_sd"] == pytest.approx(1.0 / 0.5 ** 0.5)
-    # teachers against the student alone at their own 6 epochs (mean 13.0)
-    assert s["teacher_minus_student_alone_at_equal_epochs"] == {"t1": 7.0, "t2": 9.0}
-    # the paper's reading (no control, replayed from the proxy scores) picks t1 -> t2 in both
-    # seeds: the best of all orders in seed 0, second in seed 1; the control's picks rank 3, 2
-    assert s["bgs_none_picks_exhaustive_best"] == 1
-    assert s["bgs_repeat_first_picks_exhaustive_best"] == 0
-    assert s["bgs_repeat_first_mean_rank"] == pytest.approx(2.5)
-    assert s["bgs_none_mean_rank"] == pytest.approx(1.5)
+    assert s["final_teacher"] == "t2" and s["best_other_direct_teacher"] == "t1"
+    # direct from t2 is 1.0 below direct from t1 in every seed: sd 0, so it holds
+    assert s["direct_final_minus_best_other"][0] == pytest.approx(-1.0)
+    assert s["best_direct"] == "t1"
+    # the continued chain is the best student: +1.4 + 0.1 * seed over direct t1 -> 1.5 +- 0.1
+    assert s["best_student"] == "progressive, continued LR (ours) t1 -> t2"
+    mean, sd = s["best_progressive_variant_minus_best_direct"]
+    assert (mean, sd) == (pytest.approx(1.5), pytest.approx(0.1))
+    assert s["best_paper_order_minus_best_direct"][0] == pytest.approx(1.0)
+    assert s["mtpd"] == "MTPD (BGS): t1 -> t2"
+    # chosen on the proxy split: the continued schedule (+0.4 to +0.6 there), and the target
+    # rule whose pick gives the better one-stage student there (t1, 5.0, against t2's 4.0)
+    assert s["stage_schedule_chosen_on_proxy"] == "continue"
+    assert s["target_rule_chosen_on_proxy"] == "proxy"
+    # box AP ranks every pair of BGS's 3 chains as val does; so does the full schedule
+    assert s["proxy_taus"]["box_ap"] == pytest.approx(1.0)
+    assert s["proxy_taus"]["feature_loss"] == pytest.approx(1.0)
+    assert s["BGS (box_ap, 1 ep) mean rank"] == 1.0
+    assert s["warmup_share_of_a_stage"] == pytest.approx(25 / (10 * 2))
     text = (bench_tree / "report.md").read_text()
-    assert "| progressive | t1 -> t2 | 4 | 14.50 | 0.71 | 2 |" in text
-    assert (bench_tree / "report.csv").is_file() and (bench_tree / "report_seeds.csv").is_file()
+    assert "| t1 -> t2 | 4 | 14.50 +- 0.50 | 15.00 +- 0.60 | +0.50 +- 0.10 | +0.50 +- 0.10 |" \
+        in text
+    assert "**best**" in text and (bench_tree / "epochs.png").stat().st_size > 0
+
+
+def test_the_report_rebuilds_from_the_collected_records(bench_tree, tmp_path):
+    (bench_tree / "seed0" / "progressive" / "t1" / "model.pth").write_bytes(b"weights")
+    n = collect(bench_tree, tmp_path / "copy")
+    copy = tmp_path / "copy" / "b"
+    assert n > 0 and not list(copy.rglob("*.pth"))
+    assert report(copy) == report(bench_tree)

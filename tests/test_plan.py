@@ -8,8 +8,10 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mtpd.layout import describe
+from mtpd.pipeline_config import complete as complete_config
 from mtpd.pipeline_config import load
 from mtpd.plan import Plan, alternation, flags, json_arg
 
@@ -138,7 +140,7 @@ def test_carved_proxy_split_is_what_proxy_stages_train_beside():
     config = load(REPO / "config" / "coco_retinanet.yaml")
     p = Plan(config)
     assert p.carves_proxy
-    options = p.stage_options("proxy")
+    options = p.stage_options("proxy", "retina_r101")
     assert options.endswith("--feature-loss-split proxy --split proxy_train")
     assert p.manifest_to_check("coco") == p.layout.carved_manifest()
     assert p.manifest_to_check("other") == "results/data/other/dataset.json"
@@ -178,10 +180,13 @@ def test_bgs_reads_the_chains_of_each_round():
     assert p.bgs_previous_state(0, 3).endswith("bgs/round_2.json")
     assert len(p.bgs_exhaustive_metrics(0, "t_r34_b")) == 5
     assert p.bgs_exhaustive(0) == ["results/tiny/seed0/bgs/exhaustive.json"]
-    assert p.bgs_target_metrics() == []  # a fixed target reads nothing
+    assert p.bgs_target_metrics(0) == []  # a fixed target reads nothing
     best = plan(bgs={"target": "best"})
-    assert runs(best.bgs_target_metrics()) == {"teacher/t_r34_a", "teacher/t_r34_b",
-                                               "teacher/t_r18"}
+    assert runs(best.bgs_target_metrics(0)) == {"teacher/t_r34_a", "teacher/t_r34_b",
+                                                "teacher/t_r18"}
+    by_student = plan(bgs={"target": "proxy"})  # how well a student learns from each
+    assert runs(by_student.bgs_target_metrics(1)) == {"1/proxy/t_r34_a", "1/proxy/t_r34_b",
+                                                      "1/proxy/t_r18"}
 
 
 def test_streaming_names_each_model_and_its_network():
@@ -245,3 +250,85 @@ def test_command_line_text_is_stable():
     assert plan().shapes_args().startswith("--image-size 128 --max-objects 4")
     assert alternation(["a", "b"]) == "a|b"
     assert alternation([]) == "(?!x)x"
+
+
+def complete(**changes) -> Plan:
+    """The tiny config with top-level blocks updated, completed again (derived values)."""
+    raw = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
+    for block, values in changes.items():
+        raw.setdefault(block, {}).update(values)
+    return Plan(complete_config(raw))
+
+
+def test_continued_orders_train_their_part_of_one_schedule():
+    """`continued/` chains: stage i of n gets `--continue-schedule i/n`, n the longest continued
+    chain; the paper's `progressive/` stages and BGS's proxy stages keep their own schedules."""
+    p = complete(distill={"continued_orders": [["t_r34_a", "t_r34_b"]]})
+    assert p.config["distill"]["continued_stages"] == 2
+    students = runs(p.student_models(0, None))
+    assert {"0/continued/t_r34_a", "0/continued/t_r34_a/t_r34_b"} <= students
+    first = p.train_job("stage", {"seed": "0", "schedule": "continued", "chain": "t_r34_a"})
+    second = p.train_job("stage", {"seed": "0", "schedule": "continued",
+                                   "chain": "t_r34_a/t_r34_b"})
+    assert "--continue-schedule 1/2" in first["options"] and first["epochs"] == 1
+    assert "--continue-schedule 2/2" in second["options"]
+    assert p.stage_start(0, "continued", "t_r34_a/t_r34_b") == {
+        "init": "results/tiny/seed0/continued/t_r34_a/model.pth"}
+    restarted = p.train_job("stage", {"seed": "0", "schedule": "progressive",
+                                      "chain": "t_r34_a/t_r34_b"})
+    proxy = p.train_job("stage", {"seed": "0", "schedule": "proxy", "chain": "t_r34_a"})
+    assert "--continue-schedule" not in restarted["options"] + proxy["options"]
+
+
+def test_mtpd_chain_continues_its_schedule_when_asked():
+    """`stage_schedule: continue`: MTPD's chain (and its streams, exports, BGS's proxy stages)
+    lives under `continued/`, its schedule spanning bgs.max_stages stages."""
+    p = complete(distill={"stage_schedule": "continue"}, bgs={"max_stages": 3},
+                 evaluation={"export": True})
+    assert p.config["distill"]["continued_stages"] == 3
+    out = p.outputs(lambda seed: ["t_r18", "t_r34_b"])
+    metrics = [m for m in out["metrics"] if m.endswith("metrics_val.json")]
+    assert {"0/continued/t_r18", "0/continued/t_r18/t_r34_b"} <= runs(metrics)
+    assert out["exports"] == ["results/tiny/seed0/continued/t_r18/t_r34_b/model.onnx"]
+    proxy = p.train_job("stage", {"seed": "0", "schedule": "proxy", "chain": "t_r18/t_r34_b"})
+    assert "--continue-schedule 2/3" in proxy["options"]
+
+
+def test_teacher_snapshots_are_teachers_fetched_from_their_parents_training():
+    p = complete(teachers={"t_r34_a": {"config": "mtpd::shapes/retinanet_r34w24_shapes.py",
+                                       "backbone": "r34w24", "epochs": 3, "snapshots": [1, 2]}},
+                 bgs={"pool": ["t_r34_a_e1", "t_r34_a"]})
+    snap = p.teachers["t_r34_a_e1"]
+    assert snap["snapshot_of"] == "t_r34_a" and "t_r34_a_e1" in p.fetched
+    assert snap["checkpoint"]["source"] == "results/teachers/shapes-tiny/t_r34_a/snapshot_e1.pth"
+    assert p.fetch_inputs("t_r34_a_e1") == ["results/teachers/shapes-tiny/t_r34_a/model.pth"]
+    assert p.fetch_inputs("t_r34_a") == []
+    job = p.train_job("teacher", {"teacher": "t_r34_a"})
+    assert job["options"].endswith(
+        "--snapshot 1:results/teachers/shapes-tiny/t_r34_a/snapshot_e1.pth "
+        "--snapshot 2:results/teachers/shapes-tiny/t_r34_a/snapshot_e2.pth")
+    assert "--snapshot" not in p.train_job("teacher", {"teacher": "t_r34_b"})["options"]
+    # experiment.json holds the completed config; completing it again changes nothing
+    assert complete_config(copy.deepcopy(p.config)) == p.config
+
+
+@pytest.mark.parametrize("teacher, problem", [
+    ({"epochs": 3, "snapshots": [3]}, "epoch 3 is not before the end of its training"),
+    ({"checkpoint": {"source": "x.pth"}, "snapshots": [1]}, "epochs: none"),
+])
+def test_a_snapshot_must_be_an_epoch_of_a_teacher_trained_here(teacher, problem):
+    from mtpd.errors import PipelineConfigError
+
+    with pytest.raises(PipelineConfigError, match=problem):
+        complete(teachers={"t_r34_a": {"config": "mtpd::shapes/retinanet_r34w24_shapes.py",
+                                       **teacher}})
+
+
+def test_exhaustive_bgs_also_scores_every_full_chain_on_the_proxy_split():
+    """So the benchmark can check the proxy against val (mtpd.bench): full chains only."""
+    p = plan(bgs={"exhaustive": True})
+    proxy = [m for m in p.outputs(lambda s: ["t_r34_b"])["metrics"]
+             if m.endswith("metrics_proxy.json")]
+    assert runs(proxy) == {"0/progressive/t_r34_a", "0/progressive/t_r34_a/t_r34_b",
+                           "0/progressive/t_r34_b", "teacher/t_r34_a", "teacher/t_r34_b",
+                           "teacher/t_r18"}

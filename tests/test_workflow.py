@@ -47,6 +47,29 @@ def test_direct_distillation_from_a_zoo_teacher_is_planned(tmp_path):
         assert any(f"seed0/direct/{teacher}/e24/model.pth" in t for t in trains), teacher
 
 
+def test_benchmark_plans_teacher_snapshots_and_continued_chains(tmp_path):
+    """config/bench.yaml: the final teacher's training also writes its epoch-6 weights, which
+    the snapshot teacher is fetched from; a continued chain's stages run as parts 1 and 2 of one
+    schedule, the paper's chains without."""
+    wd = workdir(tmp_path)
+    r = snakemake(wd, "-n", "-p", "--configfile", "config/bench.yaml", timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    shells = [line for line in r.stdout.splitlines() if line.startswith("Shell command:")]
+    teacher = "results/teachers/bench-shapes/retina_r34w24_192"
+    assert any(f"--out {teacher}/model.pth" in s and f"--snapshot 6:{teacher}/snapshot_e6.pth"
+               in s for s in shells)
+    assert any(s.startswith(f"Shell command: mtpd fetch --source {teacher}/snapshot_e6.pth")
+               and f"--out {teacher}_e6/model.pth" in s for s in shells)
+    trains = {re.search(r"--out (\S+)", s)[1]: s for s in shells
+              if s.startswith("Shell command: mtpd train")}
+    assert "--continue-schedule 1/2" in trains[
+        "results/bench/seed0/continued/retina_r18w16/model.pth"]
+    assert "--continue-schedule 2/2" in trains[
+        "results/bench/seed0/continued/retina_r18w16/retina_r34w24_192/model.pth"]
+    assert not any("--continue-schedule" in s for out, s in trains.items()
+                   if "continued/" not in out)
+
+
 def test_invalid_config_is_refused_with_key(tmp_path):
     wd = workdir(tmp_path)
     cfg = (wd / "config" / "tiny.yaml").read_text().replace("epochs: 2", "epochs: -2", 1)

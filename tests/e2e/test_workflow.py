@@ -113,7 +113,7 @@ def test_forcing_one_stage_reruns_only_its_descendants(tiny_run):
     assert r.returncode == 0, r.stderr
     jobs = job_stats(r.stdout + r.stderr)
     assert jobs.get("distill_stage") == 3      # the 3 stages of the chain
-    assert jobs.get("evaluate_student") == 3
+    assert jobs.get("evaluate_student") == 6  # on val, and on the proxy split (exhaustive)
     for rule in ("train_teacher", "train_baseline", "distill_direct", "pretrain_backbone",
                  "make_shapes_data"):
         assert rule not in jobs, jobs

@@ -6,7 +6,7 @@
 
 checkpoint bgs_target:
     input:
-        metrics=PLAN.bgs_target_metrics(),
+        metrics=lambda w: PLAN.bgs_target_metrics(w.seed),
     output:
         state=LAYOUT.bgs_file("{seed}", "target"),
     log:

@@ -12,6 +12,7 @@ from mtpd.errors import PipelineConfigError
 from mtpd.io import read_json_file
 from mtpd.layout import (
     CHAIN,
+    SCHEDULES,
     NAME,
     PROGRESSIVE_DIR,
     STUDENT_RUN,
@@ -68,7 +69,7 @@ wildcard_constraints:
     epochs=r"\d+",
     seed=r"\d+",
     split=NAME,
-    schedule="progressive|proxy",
+    schedule=alternation(SCHEDULES),
 
 
 def unrecorded(value):

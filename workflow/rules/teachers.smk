@@ -1,5 +1,7 @@
 # Step 1: obtain (download + sha256) or train each teacher. Teachers are shared by every
-# experiment on the same dataset; their definition is recorded beside them (spec.json).
+# experiment on the same dataset; their definition is recorded beside them (spec.json). A
+# snapshot teacher (teachers.*.snapshots) is "fetched" from the file its parent's training
+# job wrote.
 
 
 rule record_teacher_spec:
@@ -37,6 +39,7 @@ rule train_teacher:
 rule fetch_teacher:
     input:
         spec=LAYOUT.teacher_spec("{teacher}"),
+        parent=lambda w: PLAN.fetch_inputs(w.teacher),
     output:
         model=LAYOUT.teacher_model("{teacher}"),
     log:
