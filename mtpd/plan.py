@@ -137,6 +137,14 @@ class Plan:
                     "sha256": t["checkpoint"]["sha256"]}
         return {k: t[k] for k in ("config", "epochs", "seed", "backbone")}
 
+    def fetch_checks(self, teacher: str) -> str:
+        """`mtpd fetch`'s checks: the sha256 (none for a snapshot, made by this pipeline) and
+        whether plain http is allowed."""
+        ckpt = self.teachers[teacher]["checkpoint"]
+        checks = [f"--sha256 {shlex.quote(ckpt['sha256'])}" if ckpt["sha256"] else "",
+                  "--allow-http" if ckpt["allow_http"] else ""]
+        return " ".join(c for c in checks if c)
+
     def fetch_inputs(self, teacher: str) -> list[str]:
         """A snapshot teacher waits for its parent's training, which writes it."""
         parent = self.teachers[teacher].get("snapshot_of")

@@ -155,6 +155,7 @@ def test_fetched_teachers_are_checked_against_their_zoo_ap_on_coco_only():
     assert p.teacher_check("retina_r101", "proxy") == ""   # the zoo AP is on val2017
     assert p.teacher_check("retina_swin-t", "val") == ""   # trained here: nothing to check
     assert p.teacher_spec("retina_r101")["sha256"] == "7a93545f"
+    assert p.fetch_checks("retina_r101") == "--sha256 7a93545f"
 
 
 def test_resources_name_gpus_and_cpus_the_way_the_slurm_plugin_reads_them():
@@ -303,6 +304,7 @@ def test_teacher_snapshots_are_teachers_fetched_from_their_parents_training():
     assert snap["checkpoint"]["source"] == "results/teachers/shapes-tiny/t_r34_a/snapshot_e1.pth"
     assert p.fetch_inputs("t_r34_a_e1") == ["results/teachers/shapes-tiny/t_r34_a/model.pth"]
     assert p.fetch_inputs("t_r34_a") == []
+    assert p.fetch_checks("t_r34_a_e1") == ""  # made here: no hash to check, no empty flag
     job = p.train_job("teacher", {"teacher": "t_r34_a"})
     assert job["options"].endswith(
         "--snapshot 1:results/teachers/shapes-tiny/t_r34_a/snapshot_e1.pth "

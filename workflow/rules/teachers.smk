@@ -48,10 +48,7 @@ rule fetch_teacher:
         teacher=alternation(PLAN.fetched),
     params:
         source=lambda w: TEACHERS[w.teacher]["checkpoint"]["source"],
-        sha256=lambda w: TEACHERS[w.teacher]["checkpoint"]["sha256"] or "",
-        http=lambda w: (
-            "--allow-http" if TEACHERS[w.teacher]["checkpoint"]["allow_http"] else ""
-        ),
+        checks=lambda w: PLAN.fetch_checks(w.teacher),
     shell:
-        "mtpd fetch --source {params.source:q} --sha256 {params.sha256:q} {params.http} "
+        "mtpd fetch --source {params.source:q} {params.checks} "
         "--out {output.model:q} > {log:q} 2>&1"
