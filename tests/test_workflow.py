@@ -58,8 +58,9 @@ def test_benchmark_plans_teacher_snapshots_and_continued_chains(tmp_path):
     teacher = "results/teachers/bench-shapes/retina_r34w24_192"
     assert any(f"--out {teacher}/model.pth" in s and f"--snapshot 6:{teacher}/snapshot_e6.pth"
                in s for s in shells)
-    assert any(s.startswith(f"Shell command: mtpd fetch --source {teacher}/snapshot_e6.pth")
-               and f"--out {teacher}_e6/model.pth" in s for s in shells)
+    fetch = [s.split() for s in shells if s.startswith("Shell command: mtpd fetch")]
+    assert fetch == [f"Shell command: mtpd fetch --source {teacher}/snapshot_e6.pth "
+                     f"--out {teacher}_e6/model.pth > {teacher}_e6/fetch.log 2>&1".split()]
     trains = {re.search(r"--out (\S+)", s)[1]: s for s in shells
               if s.startswith("Shell command: mtpd train")}
     assert "--continue-schedule 1/2" in trains[
