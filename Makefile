@@ -15,7 +15,7 @@ demo: setup  ## the whole DAG on the embedded default (results/tables/)
 tiny: setup  ## a smoke run of the whole DAG (a few minutes)
 	snakemake --cores $(CORES) --configfile config/tiny.yaml --rerun-incomplete
 
-bench: setup  ## the accuracy benchmark (about 2 hours): benchmarks/results/bench/report.md
+bench: setup  ## the accuracy benchmark (more than 2 hours): benchmarks/results/bench/report.md
 	snakemake --cores $(CORES) --configfile config/bench.yaml --rerun-incomplete
 	mtpd bench collect results/bench benchmarks/results
 	mtpd bench report benchmarks/results/bench

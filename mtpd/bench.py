@@ -472,7 +472,8 @@ def collect(exp_dir: str | Path, out_dir: str | Path) -> int:
     root = exp_dir.parent
     files = list(exp_dir.rglob("*.json")) + list(Path(layout.teacher_dir("x")).parent.rglob(
         "metrics_*.json"))
-    files = [f for f in files if not any(p.endswith(".work") for p in f.parts)]
+    files = [f for f in files if not any(p.endswith(".work") or p == "preflight"
+                                         for p in f.relative_to(root).parts)]
     for f in files:
         target = out_dir / f.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
