@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from mtpd.bgs import run_bgs
+from mtpd.bgs_steps import PROXIES as BGS_PROXIES
 from mtpd.io import atomic_write_json, atomic_write_text
 from mtpd.layout import FULL_SCHEDULES, Chain, describe, metrics_path
 from mtpd.tables import (
@@ -295,10 +296,9 @@ def target_rules(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
     return pd.DataFrame(rows), {"target_rule_chosen_on_proxy": chosen}
 
 
-PROXIES = {  # name -> (where the chains were trained, metrics key)
-    "box_ap": ("proxy", "AP"),
-    "feature_loss": ("proxy", "neg_feature_loss"),
-    "box_ap, full schedule": ("progressive", "AP"),
+PROXIES = {  # name -> (where the chains were trained, metrics key): BGS's, and the full schedule
+    **{name: ("proxy", key) for name, key in BGS_PROXIES.items()},
+    "box_ap, full schedule": ("progressive", BGS_PROXIES["box_ap"]),
 }
 
 
