@@ -8,11 +8,12 @@ results with several seeds; every comparison is paired by seed.
 * **main table**: every student at the chains' total epochs (mean, sd), its paired difference to
   the best direct run, the best student marked;
 * **variants** (ours): a continued LR schedule against the paper's restarts, chain by chain;
-  which teacher each target rule picks and what the student gets from it;
+  the target each target rule picks, and how BGS's order from it scores in full;
 * **BGS**: its order's val rank among all orders trained in full, per seed, and the orders it
   would have chosen with each proxy (replayed from the recorded proxy metrics);
-* **proxy validation**: Kendall's tau between each proxy's score of a chain and the chain's val AP
-  when trained in full, over the pairs of chains of the same seed.
+* **proxy validation**: Kendall's tau between each proxy's score of a chain and the same chain
+  trained in full, scored on the proxy split (which chooses the proxy) and on val (which
+  reports), over the pairs of chains of the same seed.
 
 Settings are chosen on the proxy split; the val split is read here, once, for the report.
 `collect` copies an experiment's small JSON records (never checkpoints) elsewhere, e.g. into
@@ -29,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from mtpd.bgs import run_bgs
+from mtpd.bgs import pick_target, run_bgs
 from mtpd.bgs_steps import PROXIES as BGS_PROXIES
 from mtpd.io import atomic_write_json, atomic_write_text
 from mtpd.layout import FULL_SCHEDULES, Chain, describe, metrics_path
@@ -121,6 +122,9 @@ class Bench:
         self.teachers: dict[str, Any] = self.config["teachers"]
         self.mtpd_schedule = FULL_SCHEDULES[self.config["distill"].get("stage_schedule",
                                                                        "restart")]
+        # Where BGS's candidate chains were trained: short proxy stages, or MTPD's own schedule.
+        self.bgs_where = ("proxy" if self.bgs.get("proxy_schedule", "short") == "short"
+                          else self.mtpd_schedule)
         df = runs(self.dir)
         self.df = df[df["epochs"].notna()]
         self.budget = self.stage * self.bgs["max_stages"]
@@ -164,6 +168,38 @@ class Bench:
     def val_ap(self, seed: int, schedule: str = "progressive") -> dict[Chain, float]:
         sub = self.df[(self.df["method"] == METHODS[schedule]) & (self.df["seed"] == seed)]
         return {tuple(c): float(a) for c, a in zip(sub["chain"], sub["AP"], strict=True)}
+
+    def proxies(self) -> dict[str, tuple[str, str]]:
+        """Each proxy BGS can use -> (where its chains were trained, metrics key): the short
+        proxy stages with either score, and the chains trained in full (restarted), on the
+        proxy split."""
+        short = {f"{name}, {self.bgs['proxy_epochs']} ep": ("proxy", key)
+                 for name, key in BGS_PROXIES.items()}
+        return {**short, "box_ap, full schedule": ("progressive", BGS_PROXIES["box_ap"])}
+
+    def target(self, seed: int, where: str, key: str, rule: str | None = None) -> str | None:
+        """The target BGS picks with target rule `rule` (default bgs.target) when its chains
+        score by `key` in `where`; None when a pool teacher's score is missing."""
+        rule, pool = rule or self.bgs["target"], list(self.bgs["pool"])
+        if rule not in ("proxy", "best"):
+            return rule
+        scores = ({c[0]: v for c, v in self.proxy_scores(seed, where, key).items()
+                   if len(c) == 1} if rule == "proxy" else self.teacher_ap(self.proxy_split))
+        return pick_target(scores, pool) if all(t in scores for t in pool) else None
+
+    def bgs_order(self, seed: int, where: str, key: str, rule: str | None = None
+                  ) -> Chain | None:
+        """The order BGS chooses, replayed from the recorded scores (`key` of the chains in
+        `where`) with target rule `rule`; None when it needs a chain never scored."""
+        scores = self.proxy_scores(seed, where, key)
+        target = self.target(seed, where, key, rule)
+        if target is None:
+            return None
+        try:
+            return run_bgs(self.bgs["pool"], target, scores.__getitem__, self.bgs["margin"],
+                           self.bgs["max_stages"], self.bgs["control"])[-1].new_order
+        except KeyError:  # a chain that proxy never scored
+            return None
 
     def teacher_ap(self, split: str) -> dict[str, float]:
         out = {}
@@ -270,95 +306,89 @@ def schedules(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def target_rules(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per seed: the teacher each target rule picks on the proxy split, and the AP of the
-    student after one full stage with it, on the proxy split (which chooses the rule) and on
-    val (which reports it)."""
-    teacher_proxy = b.teacher_ap(b.proxy_split)
+    """Per seed: the target each rule picks and the order BGS then chooses (replayed with its
+    proxy as run), scored in full on the proxy split (which chooses the rule) and on val
+    (which reports it)."""
+    key = BGS_PROXIES[b.bgs["proxy"]]
     rows, on_proxy = [], {"best": [], "proxy": []}
     for seed in b.seeds:
-        one_stage = b.proxy_scores(seed, "proxy", "AP")
-        by_student = {c[0]: a for c, a in one_stage.items() if len(c) == 1}
-        val = {c[0]: a for c, a in b.val_ap(seed).items() if len(c) == 1}
-        full = {c[0]: a for c, a in b.proxy_scores(seed, "progressive", "AP").items()
-                if len(c) == 1}
+        full, val = b.proxy_scores(seed, "progressive", "AP"), b.val_ap(seed)
         row: dict[str, Any] = {"seed": seed}
-        for rule, scores in (("best", teacher_proxy), ("proxy", by_student)):
-            pool = [t for t in b.bgs["pool"] if t in scores]
-            pick = max(pool, key=scores.get) if pool else None
-            row[f"target: {rule}"] = pick
-            row[f"one stage, proxy split ({rule})"] = full.get(pick, float("nan"))
-            row[f"one stage, val ({rule})"] = val.get(pick, float("nan"))
-            on_proxy[rule].append(full.get(pick, float("nan")))
-        row["best one stage on val"] = max(val, key=val.get) if val else None
+        for rule in on_proxy:
+            order = b.bgs_order(seed, b.bgs_where, key, rule)
+            row[f"target: {rule}"] = order[-1] if order else None
+            row[f"BGS's order ({rule})"] = arrow(order) if order else ""
+            row[f"proxy split ({rule})"] = full.get(order, float("nan"))
+            row[f"val ({rule})"] = val.get(order, float("nan"))
+            on_proxy[rule].append(full.get(order, float("nan")))
         rows.append(row)
     means = {rule: mean_sd(v)[0] for rule, v in on_proxy.items()}
     chosen = max(means, key=lambda r: means[r] if means[r] == means[r] else -math.inf)
     return pd.DataFrame(rows), {"target_rule_chosen_on_proxy": chosen}
 
 
-PROXIES = {  # name -> (where the chains were trained, metrics key): BGS's, and the full schedule
-    **{name: ("proxy", key) for name, key in BGS_PROXIES.items()},
-    "box_ap, full schedule": ("progressive", BGS_PROXIES["box_ap"]),
-}
-
-
 def proxy_validation(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Kendall's tau between each proxy and the val AP of the same chains trained in full
-    (restarted stages, the schedule BGS's chains stand for), over the pairs within each seed:
-    on the chains BGS scored (so every proxy is judged on the same pairs) and, for the full
-    schedule, on every chain trained in full. The feature loss compares chains ending at the
-    same teacher only (a loss to another teacher is another scale)."""
+    """Kendall's tau between each proxy's score of a chain and two references for the same chain
+    trained in full (restarted stages, the schedule BGS's chains stand for): its AP on the proxy
+    split, which chooses the proxy off val (does a cheap proxy rank as the full schedule
+    would?), and its val AP, which reports. Over the pairs within a seed, on the chains every
+    proxy scored, and for the full schedule also on every chain trained in full. The feature
+    loss compares chains ending at the same teacher only (a loss to another teacher is on
+    another scale)."""
+    proxies = b.proxies()
     rows, taus = [], {}
-    for name, (where, key) in PROXIES.items():
-        for on in ("BGS's chains", "all full chains"):
-            if on == "all full chains" and where == "proxy":
+    for name, (where, key) in proxies.items():
+        for on in ("scored by every proxy", "all trained in full"):
+            if on == "all trained in full" and where == "proxy":
                 continue
-            groups = []
+            on_split, on_val = [], []
             for seed in b.seeds:
-                scored = b.proxy_scores(seed, "proxy", "AP")
-                scores = b.proxy_scores(seed, where, key)
-                val = b.val_ap(seed)
-                chains = [c for c in scores if c in val and (on != "BGS's chains" or c in scored)]
-                if key == "neg_feature_loss":
-                    ends = {c[-1] for c in chains}
-                    chains = [c for c in chains if c[-1] == max(
-                        ends, key=lambda e: sum(x[-1] == e for x in chains))]
-                groups.append(([scores[c] for c in chains], [val[c] for c in chains]))
-            tau, n = kendall_tau(groups)
-            rows.append({"proxy": name, "chains": on, "kendall_tau": tau, "pairs": n})
-            if on == "BGS's chains":
-                taus[name] = tau
-    best = max((k for k in taus if taus[k] == taus[k]), key=taus.get, default=None)
-    return pd.DataFrame(rows), {"proxy_taus": taus, "proxy_agreeing_best": best}
+                scores = {n: b.proxy_scores(seed, w, k) for n, (w, k) in proxies.items()}
+                val, full = b.val_ap(seed), b.proxy_scores(seed, "progressive", "AP")
+                common = set.intersection(*map(set, scores.values())) \
+                    if on == "scored by every proxy" else set(scores[name])
+                chains = sorted(c for c in common if c in val and c in full)
+                groups = [[c for c in chains if c[-1] == end] for end in {c[-1] for c in chains}] \
+                    if key == "neg_feature_loss" else [chains]
+                for g in groups:
+                    x = [scores[name][c] for c in g]
+                    on_split.append((x, [full[c] for c in g]))
+                    on_val.append((x, [val[c] for c in g]))
+            tau_split, n = kendall_tau(on_split)
+            tau_val, _ = kendall_tau(on_val)
+            rows.append({"proxy": name, "chains": on, "pairs": n,
+                         "tau: full schedule on the proxy split": tau_split,
+                         "tau: val AP": tau_val})
+            if on == "scored by every proxy":
+                taus[name] = (tau_split, tau_val)
+    best = max((k for k in taus if taus[k][1] == taus[k][1]), key=lambda k: taus[k][1],
+               default=None)
+    return pd.DataFrame(rows), {
+        "proxy_tau_full_schedule_proxy_split": {k: v[0] for k, v in taus.items()},
+        "proxy_tau_val": {k: v[1] for k, v in taus.items()},
+        "proxy_agreeing_best_on_val": best}
 
 
 def bgs_ranks(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per seed: BGS's order and its val rank among the orders trained in full (restarted), and
-    the orders BGS would have chosen with each proxy (replayed from the same target)."""
+    """Per seed: BGS's order and its val rank among all orders trained in full (restarted),
+    and the orders BGS would have chosen with each proxy (replayed, target included, from the
+    recorded proxy scores)."""
     rows, ranks = [], {}
+    proxy = "full schedule" if b.bgs_where != "proxy" else f"{b.bgs['proxy_epochs']} ep"
     for seed, result in b.results.items():
         val = b.val_ap(seed)
-        target = result["rounds"][0]["order"][-1]
-        row: dict[str, Any] = {"seed": seed, "target": target,
-                               "best of all orders (val)": arrow(max(val, key=val.get))}
-        orders = {"ran": tuple(result["order"])}
-        for name, (where, key) in PROXIES.items():
-            scores = b.proxy_scores(seed, where, key)
-            try:
-                orders[name] = run_bgs(b.bgs["pool"], target, scores.__getitem__,
-                                       b.bgs["margin"], b.bgs["max_stages"],
-                                       b.bgs["control"])[-1].new_order
-            except KeyError:  # a chain that proxy never scored
-                orders[name] = None
-        for name, order in orders.items():
-            label = f"BGS ({b.bgs['proxy']}, {b.bgs['proxy_epochs']} ep)" if name == "ran" \
-                else f"replayed: {name}"
+        row: dict[str, Any] = {"seed": seed, "best of all orders (val)":
+                               arrow(max(val, key=val.get))}
+        orders = {f"BGS as run ({b.bgs['proxy']}, {proxy})": tuple(result["order"])}
+        orders.update({f"replayed: {name}": b.bgs_order(seed, where, key)
+                       for name, (where, key) in b.proxies().items()})
+        for label, order in orders.items():
             rank = 1 + sum(a > val[order] for a in val.values()) if order in val else None
             row[label] = f"{arrow(order)} (rank {rank} of {len(val)})" if order else ""
             ranks.setdefault(label, []).append(rank)
         rows.append(row)
-    summary = {f"{k} mean rank": statistics.fmean(v) for k, v in ranks.items()
-               if all(r is not None for r in v) and v}
+    summary = {f"{k}: mean rank": statistics.fmean(v) for k, v in ranks.items()
+               if v and all(r is not None for r in v)}
     return pd.DataFrame(rows), summary
 
 
@@ -427,11 +457,12 @@ def report(exp_dir: str | Path) -> dict[str, Any]:
              "error, below -2 to hold).", "", to_markdown(pre),
              f"## Every student at {b.budget} epochs", "", to_markdown(main),
              "## Continued LR schedule against the paper's restarts", "", to_markdown(sched),
-             "## Target rules: the teacher picked on the proxy split, and one stage with it on val",
+             "## Target rules: the target each picks, BGS's order from it, that order in full",
              "", to_markdown(targets),
              "## BGS: its order's val rank among all orders, and the orders each proxy gives", "",
              to_markdown(ranks),
-             "## The proxy against val AP (Kendall's tau over pairs of chains of one seed)", "",
+             "## The proxy: Kendall's tau against the chains trained in full (pairs of chains "
+             "of one seed)", "",
              to_markdown(proxy), "## Summary", ""]
     lines += [f"- {k}: {_show(v)}" for k, v in summary.items()]
     atomic_write_text(b.dir / "report.md", "\n".join(lines) + "\n")

@@ -179,6 +179,8 @@ def cross_problems(c: dict[str, Any]) -> list[str]:
         problem = proxy_split_problem(bgs["proxy_split"], eval_split)
         if problem:
             problems.append(f"bgs.proxy_split: {problem}")
+    if bgs["enabled"] and bgs["proxy_schedule"] == "full":
+        problems += full_proxy_problems(c)
     stream = c["streaming"]
     if stream["enabled"] and stream["dataset"]["kind"] == "sequences" and \
             dataset["kind"] != "shapes":
@@ -209,6 +211,21 @@ def cross_problems(c: dict[str, Any]) -> list[str]:
             if split not in splits:
                 problems.append(f"{key}: '{split}' is not a split of dataset.{kind}.splits "
                                 f"({', '.join(splits)}); add it there")
+    return problems
+
+
+def full_proxy_problems(c: dict[str, Any]) -> list[str]:
+    """`bgs.proxy_schedule: full` scores the chains trained in full: they record no feature
+    loss, and they train on every training image, so the proxy split must not be one of them."""
+    bgs, problems = c["bgs"], []
+    if bgs["proxy"] != "box_ap":
+        problems.append(f"bgs.proxy: '{bgs['proxy']}' is recorded by short proxy stages only; "
+                        "use box_ap with bgs.proxy_schedule: full, or proxy_schedule: short")
+    if carves_proxy(c) and bgs["proxy_split"] == "proxy":
+        problems.append("bgs.proxy_schedule: full trains candidates on the whole training "
+                        "split, which holds the carved proxy split; give the dataset a proxy "
+                        "split of its own (dataset.<kind>.splits.proxy) or use "
+                        "proxy_schedule: short")
     return problems
 
 

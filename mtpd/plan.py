@@ -318,9 +318,17 @@ class Plan:
         return text
 
     # --- Backward Greedy Selection ---------------------------------------------------------
-    def proxy_metrics(self, seed: int | str, chain: Sequence[str]) -> str:
-        return metrics_path(self.layout.stage_model(seed, "proxy", tuple(chain)),
-                            self.bgs["proxy_split"])
+    @property
+    def proxy_schedule(self) -> str:
+        """Where BGS's candidate chains are trained: `proxy` (short stages), or MTPD's own
+        full schedule (`bgs.proxy_schedule: full`), whose chains the comparison reuses."""
+        return "proxy" if self.bgs["proxy_schedule"] == "short" else self.mtpd_schedule
+
+    def proxy_metrics(self, seed: int | str, chain: Sequence[str],
+                      schedule: str | None = None) -> str:
+        """A candidate chain's score on the proxy split (in BGS's schedule by default)."""
+        return metrics_path(self.layout.stage_model(seed, schedule or self.proxy_schedule,
+                                                    tuple(chain)), self.bgs["proxy_split"])
 
     def bgs_target_metrics(self, seed: int | str) -> list[str]:
         """What picking the target reads: each pool teacher's proxy AP (`target: best`), or
@@ -442,6 +450,9 @@ class Plan:
                         for t in self.bgs["pool"]]
             metrics += [metrics_path(m, self.bgs["proxy_split"]) for m in students
                         if describe(m).chain]
+            if self.bgs["proxy_schedule"] == "full":  # the short proxy, checked on every order
+                metrics += [self.proxy_metrics(s, c, "proxy") for s in self.seeds
+                            for c in exhaustive_chains(self.bgs["pool"], self.bgs["max_stages"])]
         metrics += [r for s in self.seeds for r in self.stream_records(s, orders[s])]
         bgs = [self.layout.bgs_file(s, "result") for s in self.seeds] if self.bgs["enabled"] else []
         return {"metrics": list(dict.fromkeys(metrics)), "bgs": bgs,

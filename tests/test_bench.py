@@ -20,9 +20,11 @@ VAL = {("alone", 2): 8.0, ("alone", 4): 11.0,
        ("direct", "t1"): 13.0, ("direct", "t2"): 12.0,       # the final teacher t2 transfers worse
        ("t1",): 10.0, ("t2",): 9.0, ("t1", "t2"): 14.0, ("t2", "t1"): 12.5,
        ("continued", "t1", "t2"): 14.4}
-# BGS's proxy chains (2-epoch proxy schedule): box AP agrees with val on every pair but one
-PROXY_AP = {("t1",): 3.0, ("t2",): 2.0, ("t1", "t2"): 5.0}
-FEATURE = {("t2",): -0.9, ("t1", "t2"): -0.5}                 # neg loss to t2: agrees
+# BGS's proxy chains (1-epoch proxy stages): box AP agrees with val on every pair but one (it
+# ranks t2 -> t1 above t1 -> t2); the negated feature loss, within chains ending at the same
+# teacher, agrees on both of its pairs
+PROXY_AP = {("t1",): 3.0, ("t2",): 2.0, ("t1", "t2"): 5.0, ("t2", "t1"): 5.5}
+FEATURE = {("t1",): -0.3, ("t2",): -0.9, ("t1", "t2"): -0.5, ("t2", "t1"): -0.2}
 
 
 def _write(path: str, split: str, record: dict) -> None:
@@ -65,9 +67,7 @@ def bench_tree(tmp_path) -> Path:
                 _write(metrics_path(path, "proxy"), "proxy", {"AP": ap - 5})
             _write(metrics_path(path, "val"), "val", {"AP": ap + shift, "total_epochs": epochs})
         for chain, ap in PROXY_AP.items():
-            rec = {"AP": ap}
-            if chain in FEATURE:
-                rec["neg_feature_loss"] = FEATURE[chain]
+            rec = {"AP": ap, "neg_feature_loss": FEATURE[chain]}
             _write(metrics_path(layout.stage_model(seed, "proxy", chain), "proxy"), "proxy", rec)
         rounds = [{"round": 1, "order": ["t2"], "order_score": 2.0, "candidates": {"t1": 5.0},
                    "chosen": "t1", "new_order": ["t1", "t2"], "stop": False, "reason": ""},
@@ -102,13 +102,21 @@ def test_report_figures(bench_tree):
     assert s["best_paper_order_minus_best_direct"][0] == pytest.approx(1.0)
     assert s["mtpd"] == "MTPD (BGS): t1 -> t2"
     # chosen on the proxy split: the continued schedule (+0.4 to +0.6 there), and the target
-    # rule whose pick gives the better one-stage student there (t1, 5.0, against t2's 4.0)
+    # rule whose BGS order scores better there in full: `best` picks t2, then BGS t1 -> t2
+    # (9.0); `proxy` picks t1 (the better one-stage student), then t2 -> t1 (7.5)
     assert s["stage_schedule_chosen_on_proxy"] == "continue"
-    assert s["target_rule_chosen_on_proxy"] == "proxy"
-    # box AP ranks every pair of BGS's 3 chains as val does; so does the full schedule
-    assert s["proxy_taus"]["box_ap"] == pytest.approx(1.0)
-    assert s["proxy_taus"]["feature_loss"] == pytest.approx(1.0)
-    assert s["BGS (box_ap, 1 ep) mean rank"] == 1.0
+    assert s["target_rule_chosen_on_proxy"] == "best"
+    # the short box AP misranks 1 of the 6 pairs of a seed's 4 chains, against the full
+    # schedule on the proxy split as against val: tau (5 - 1) / 6; the others agree
+    for reference in ("proxy_tau_full_schedule_proxy_split", "proxy_tau_val"):
+        assert s[reference] == {"box_ap, 1 ep": pytest.approx(2 / 3),
+                                "feature_loss, 1 ep": pytest.approx(1.0),
+                                "box_ap, full schedule": pytest.approx(1.0)}
+    # BGS as run chose t1 -> t2, the best order on val; the short box AP, replayed, picks the
+    # target t1 (best one-stage chain), then prepends t2 (5.5 > 3.0): rank 2 of 4
+    assert s["BGS as run (box_ap, 1 ep): mean rank"] == 1.0
+    assert s["replayed: box_ap, 1 ep: mean rank"] == 2.0
+    assert s["replayed: box_ap, full schedule: mean rank"] == 2.0
     assert s["warmup_share_of_a_stage"] == pytest.approx(25 / (10 * 2))
     text = (bench_tree / "report.md").read_text()
     assert "| t1 -> t2 | 4 | 14.50 +- 0.50 | 15.00 +- 0.60 | +0.50 +- 0.10 | +0.50 +- 0.10 |" \
@@ -122,3 +130,20 @@ def test_the_report_rebuilds_from_the_collected_records(bench_tree, tmp_path):
     copy = tmp_path / "copy" / "b"
     assert n > 0 and not list(copy.rglob("*.pth"))
     assert report(copy) == report(bench_tree)
+
+
+def test_a_full_proxy_schedule_is_read_from_the_chains_trained_in_full(bench_tree):
+    """With `bgs.proxy_schedule: full`, BGS's orders are replayed from the chains trained in
+    full, not from the short proxy stages, and the report says how BGS ran."""
+    for seed in SEEDS:  # the short proxy now scores t1 -> t2 below t2 alone
+        short = bench_tree / f"seed{seed}" / "proxy" / "t1" / "t2" / "metrics_proxy.json"
+        short.write_text(json.dumps({"split": "proxy", "AP": 1.0, "neg_feature_loss": -0.5}))
+    # short: `best` (target t2) stops at t2 alone (4.0 in full), `proxy` gets t2 -> t1 (7.5)
+    assert report(bench_tree)["target_rule_chosen_on_proxy"] == "proxy"
+    path = bench_tree / "experiment.json"
+    config = json.loads(path.read_text())
+    config["bgs"]["proxy_schedule"] = "full"
+    path.write_text(json.dumps(config))
+    s = report(bench_tree)
+    assert s["target_rule_chosen_on_proxy"] == "best"  # t1 -> t2 scores 9.0 in full
+    assert "BGS as run (box_ap, full schedule): mean rank" in s

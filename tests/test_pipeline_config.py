@@ -130,6 +130,19 @@ def test_bgs_never_scores_on_the_evaluation_split(config, split):
     assert f"bgs.proxy_split: '{split}' is an evaluation split" in _error(config)
 
 
+def test_a_full_proxy_schedule_needs_box_ap_and_a_held_out_proxy_split(config):
+    config["bgs"].update(proxy_schedule="full", proxy="feature_loss")
+    assert "bgs.proxy: 'feature_loss' is recorded by short proxy stages only" in _error(config)
+    config["bgs"]["proxy"] = "box_ap"
+    complete(copy.deepcopy(config), "test.yaml")  # generated data: a proxy split of its own
+    config["dataset"] = {"kind": "coco", "name": "c", "coco": {
+        "data_root": "data/coco", "splits": {
+            split: {"ann_file": f"{split}.json", "img_dir": f"{split}/"}
+            for split in ("train", "val")}}}
+    assert "bgs.proxy_schedule: full trains candidates on the whole training split" in \
+        _error(config)
+
+
 def test_yaml_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("experiment: [unclosed\n")

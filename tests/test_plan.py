@@ -334,3 +334,21 @@ def test_exhaustive_bgs_also_scores_every_full_chain_on_the_proxy_split():
     assert runs(proxy) == {"0/progressive/t_r34_a", "0/progressive/t_r34_a/t_r34_b",
                            "0/progressive/t_r34_b", "teacher/t_r34_a", "teacher/t_r34_b",
                            "teacher/t_r18"}
+
+
+def test_a_full_proxy_schedule_scores_the_chains_mtpd_trains():
+    """`bgs.proxy_schedule: full`: BGS reads the full chains' proxy-split AP (in MTPD's stage
+    schedule), and the exhaustive mode still trains the short proxy on every order, to check
+    it against the full schedule."""
+    p = plan(bgs={"proxy_schedule": "full", "target": "proxy", "exhaustive": False})
+    assert runs(p.bgs_round_metrics(0, 2, ["t_r18", "t_r34_b"])) == {
+        "0/progressive/t_r34_a/t_r18/t_r34_b"}
+    assert runs(p.bgs_target_metrics(0)) == {"0/progressive/t_r34_a", "0/progressive/t_r34_b",
+                                             "0/progressive/t_r18"}
+    continued = plan(bgs={"proxy_schedule": "full"}, distill={"stage_schedule": "continue"})
+    assert runs(continued.bgs_exhaustive_metrics(0, "t_r18")) >= {"0/continued/t_r34_a/t_r18"}
+    assert not [m for m in p.outputs(lambda s: ["t_r34_b"])["metrics"] if "/proxy/" in m]
+    exhaustive = plan(bgs={"proxy_schedule": "full", "exhaustive": True})
+    short = runs(m for m in exhaustive.outputs(lambda s: ["t_r34_b"])["metrics"]
+                 if "/proxy/" in m)
+    assert len(short) == 15 and "0/proxy/t_r34_b/t_r18" in short  # all orders, up to 3
