@@ -177,13 +177,14 @@ class Bench:
                  for name, key in BGS_PROXIES.items()}
         return {**short, "box_ap, full schedule": ("progressive", BGS_PROXIES["box_ap"])}
 
-    def target(self, seed: int, where: str, key: str, rule: str | None = None) -> str | None:
+    def target(self, seed: int, where: str, rule: str | None = None) -> str | None:
         """The target BGS picks with target rule `rule` (default bgs.target) when its chains
-        score by `key` in `where`; None when a pool teacher's score is missing."""
+        were trained in `where` (`proxy` reads their box AP whatever the proxy, as
+        `mtpd.bgs_steps.write_target` does); None when a pool teacher's score is missing."""
         rule, pool = rule or self.bgs["target"], list(self.bgs["pool"])
         if rule not in ("proxy", "best"):
             return rule
-        scores = ({c[0]: v for c, v in self.proxy_scores(seed, where, key).items()
+        scores = ({c[0]: v for c, v in self.proxy_scores(seed, where, "AP").items()
                    if len(c) == 1} if rule == "proxy" else self.teacher_ap(self.proxy_split))
         return pick_target(scores, pool) if all(t in scores for t in pool) else None
 
@@ -192,7 +193,7 @@ class Bench:
         """The order BGS chooses, replayed from the recorded scores (`key` of the chains in
         `where`) with target rule `rule`; None when it needs a chain never scored."""
         scores = self.proxy_scores(seed, where, key)
-        target = self.target(seed, where, key, rule)
+        target = self.target(seed, where, rule)
         if target is None:
             return None
         try:
@@ -336,15 +337,17 @@ def proxy_validation(b: Bench) -> tuple[pd.DataFrame, dict[str, Any]]:
     loss compares chains ending at the same teacher only (a loss to another teacher is on
     another scale)."""
     proxies = b.proxies()
+    # per seed: each proxy's scores, val AP and the full schedule's proxy-split AP, read once
+    by_seed = {seed: ({n: b.proxy_scores(seed, w, k) for n, (w, k) in proxies.items()},
+                      b.val_ap(seed), b.proxy_scores(seed, "progressive", "AP"))
+               for seed in b.seeds}
     rows, taus = [], {}
     for name, (where, key) in proxies.items():
         for on in ("scored by every proxy", "all trained in full"):
             if on == "all trained in full" and where == "proxy":
                 continue
             on_split, on_val = [], []
-            for seed in b.seeds:
-                scores = {n: b.proxy_scores(seed, w, k) for n, (w, k) in proxies.items()}
-                val, full = b.val_ap(seed), b.proxy_scores(seed, "progressive", "AP")
+            for scores, val, full in by_seed.values():
                 common = set.intersection(*map(set, scores.values())) \
                     if on == "scored by every proxy" else set(scores[name])
                 chains = sorted(c for c in common if c in val and c in full)
